@@ -1,0 +1,83 @@
+"""DualSight HF: tell AI-generated images from real photographs, and name what is in them, as a transformers model.
+
+Importing the package registers `DualSightConfig` and `DualSightForImageClassification` with transformers' Auto
+classes and marks them for `save_pretrained` to write `auto_map` and copy their code, so that a saved folder loads
+with `trust_remote_code=True` where this package is not installed.
+"""
+
+from pathlib import Path
+
+import transformers
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+from .configuration import DualSightConfig
+from .images import ImageLoadError, load_image
+from .loading import UnsafeWeightsError, load_model
+from .modeling import DualSightForImageClassification, DualSightImageClassifierOutput, DualSightPreTrainedModel
+from .pipeline import DualSightImageClassificationPipeline
+from .processing import image_processor_for_backbone, load_image_processor
+
+__version__ = "0.1.0"
+
+#: The trained default model shipped inside the package (MobileNetV2 backbone, VOC object labels).
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+AutoConfig.register(DualSightConfig.model_type, DualSightConfig, exist_ok=True)
+AutoModel.register(DualSightConfig, DualSightForImageClassification, exist_ok=True)
+AutoModelForImageClassification.register(DualSightConfig, DualSightForImageClassification, exist_ok=True)
+DualSightConfig.register_for_auto_class()
+DualSightForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+
+def load_pipeline(model=None, allow_pickle: bool = False, **kwargs) -> DualSightImageClassificationPipeline:
+    """
+    The DualSight `image-classification` pipeline, built from this installed package's code (no remote code runs).
+
+    Args:
+        model (`str`, `os.PathLike` or `DualSightForImageClassification`, *optional*):
+            A folder, Hub id or model; defaults to the shipped default model (`DEFAULT_MODEL_DIR`).
+        allow_pickle (`bool`, *optional*, defaults to `False`): accept pickle weights (see `loading.load_model`).
+        **kwargs: passed on to `transformers.pipeline` (`device`, `dtype`, `batch_size`, `revision`, ...).
+
+    Returns:
+        [`DualSightImageClassificationPipeline`]
+
+    Example:
+
+    ```python
+    >>> from dualsight_hf import load_pipeline
+    >>> classifier = load_pipeline()  # the shipped default model
+    >>> classifier("examples/fake/sd-1.jpg", head="both")  # doctest: +SKIP
+    ```
+    """
+    model = DEFAULT_MODEL_DIR if model is None else model
+    if not isinstance(model, DualSightPreTrainedModel):
+        name = str(model)
+        model = load_model(name, allow_pickle=allow_pickle, revision=kwargs.get("revision"))
+        kwargs.setdefault("image_processor", load_image_processor(name, revision=kwargs.get("revision")))
+    return transformers.pipeline(
+        "image-classification", model=model, pipeline_class=DualSightImageClassificationPipeline, **kwargs
+    )
+
+
+def load_default_pipeline(**kwargs) -> DualSightImageClassificationPipeline:
+    """The pipeline of the shipped default model; `kwargs` as in [`load_pipeline`]."""
+    return load_pipeline(DEFAULT_MODEL_DIR, **kwargs)
+
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "DualSightConfig",
+    "DualSightForImageClassification",
+    "DualSightImageClassificationPipeline",
+    "DualSightImageClassifierOutput",
+    "DualSightPreTrainedModel",
+    "ImageLoadError",
+    "image_processor_for_backbone",
+    "load_default_pipeline",
+    "load_image",
+    "load_image_processor",
+    "load_model",
+    "UnsafeWeightsError",
+    "load_pipeline",
+]

@@ -1,0 +1,124 @@
+"""DualSight model configuration."""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+DEFAULT_AUTHENTICITY_LABELS = {0: "real", 1: "ai_generated"}
+OBJECT_PROBLEM_TYPES = ("multi_label_classification", "single_label_classification")
+
+
+@strict
+class DualSightConfig(PreTrainedConfig):
+    r"""
+    Configuration of a DualSight model: one vision backbone with two classification heads, **authenticity** (real
+    photograph vs AI-generated, or more classes) and **objects** (what is in the image).
+
+    The authenticity labels use transformers' own `id2label` / `label2id` (so `pipeline("image-classification")`,
+    the Hub widget and Trainer read them unchanged); the object labels have their own pair of maps.
+
+    Args:
+        backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of any transformers vision model that yields a pooled image feature (ResNet, MobileNetV2,
+            ConvNeXt, ViT, Swin, EfficientNet, DINOv2, ...), as a config object or as its dict with a `model_type`
+            key. Defaults to the ResNet-50 layout of the original DualSight model.
+        id2label (`dict[int, str]`, *optional*, defaults to `{0: "real", 1: "ai_generated"}`):
+            Authenticity classes. Any number of classes is allowed (e.g. `{0: "human", 1: "dalle", 2: "other_ai"}`).
+        label2id (`dict[str, int]`, *optional*):
+            Inverse of `id2label`; derived from it when not given.
+        object_id2label (`dict[int, str]`, *optional*):
+            Object classes of the object head. Keys come back as integers after a JSON round trip.
+        object_label2id (`dict[str, int]`, *optional*):
+            Inverse of `object_id2label`; derived from it when not given.
+        num_object_labels (`int`, *optional*):
+            Shortcut that creates `object_id2label` as `OBJECT_0 ... OBJECT_{n-1}` when no names are given. `0` (the
+            default when no object labels are given) turns the object head off.
+        object_problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
+            `"multi_label_classification"`: one sigmoid per object class, trained on multi-hot presence vectors (the
+            recommended form). `"single_label_classification"`: one softmax over object classes, e.g. the original
+            DualSight's comma-joined combination classes ("bottle, cup, person").
+        authenticity_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the authenticity loss in the total loss.
+        object_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the object loss in the total loss.
+        classifier_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout probability applied to the pooled feature before both heads.
+        freeze_backbone (`bool`, *optional*, defaults to `False`):
+            Freeze every backbone parameter and keep its normalisation layers in eval mode, so that only the heads
+            train (the recipe of the DenseNet and "Reality Check" model cards).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialiser of the head weights.
+
+    Example:
+
+    ```python
+    >>> from transformers import MobileNetV2Config
+    >>> from dualsight_hf import DualSightConfig, DualSightForImageClassification
+
+    >>> # The original DualSight layout: ResNet-50, 2 authenticity classes, object head off
+    >>> configuration = DualSightConfig()
+
+    >>> # A small MobileNetV2 model with a multi-label head over three object classes
+    >>> configuration = DualSightConfig(
+    ...     backbone_config=MobileNetV2Config(depth_multiplier=0.35),
+    ...     object_id2label={0: "person", 1: "car", 2: "dog"},
+    ... )
+    >>> model = DualSightForImageClassification(configuration)
+    >>> model.config.num_object_labels
+    3
+    ```
+    """
+
+    model_type = "dualsight"
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet")}
+    # Per-head losses are scalars: Trainer must not gather them as predictions.
+    keys_to_ignore_at_inference = ["authenticity_loss", "object_loss", "hidden_states"]
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    object_id2label: dict[int, str] | dict[str, str] | None = None
+    object_label2id: dict[str, int] | dict[str, str] | None = None
+    object_problem_type: Literal["multi_label_classification", "single_label_classification"] = (
+        "multi_label_classification"
+    )
+    authenticity_loss_weight: float = 1.0
+    object_loss_weight: float = 1.0
+    classifier_dropout: float = 0.0
+    freeze_backbone: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            self.id2label = dict(DEFAULT_AUTHENTICITY_LABELS)
+        if self.id2label is not None and self.label2id is None:
+            self.label2id = {name: index for index, name in self.id2label.items()}
+
+        num_object_labels = kwargs.pop("num_object_labels", None)
+        if self.object_id2label is None and num_object_labels:
+            self.object_id2label = {i: f"OBJECT_{i}" for i in range(num_object_labels)}
+        if self.object_id2label is not None:
+            # JSON turns integer keys into strings
+            self.object_id2label = {int(index): name for index, name in self.object_id2label.items()}
+            self.object_label2id = {name: index for index, name in self.object_id2label.items()}
+        super().__post_init__(**kwargs)
+        if self.label2id is not None:
+            self.label2id = {name: int(index) for name, index in self.label2id.items()}
+
+    @property
+    def num_object_labels(self) -> int:
+        """`int`: number of object classes; 0 when the object head is off."""
+        return len(self.object_id2label) if self.object_id2label else 0
+
+    def validate_object_labels(self):
+        """Part of `@strict` validation: the object maps must describe classes 0..n-1 and agree with each other."""
+        if self.object_id2label:
+            if sorted(int(i) for i in self.object_id2label) != list(range(len(self.object_id2label))):
+                raise ValueError(
+                    f"object_id2label keys must be 0..{len(self.object_id2label) - 1}, got {sorted(self.object_id2label)}"
+                )
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+
+
+__all__ = ["DualSightConfig"]

@@ -1,0 +1,46 @@
+"""Loading models safely: safetensors weights only, unless the caller opts in to pickle files."""
+
+from pathlib import Path
+
+from transformers import AutoModelForImageClassification
+
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
+
+
+class UnsafeWeightsError(OSError):
+    """A model offers only pickle weights (which can run code when loaded) and pickle was not allowed."""
+
+
+def load_model(name_or_path: str, allow_pickle: bool = False, **kwargs):
+    """
+    `AutoModelForImageClassification.from_pretrained`, refusing pickle weights unless `allow_pickle=True`.
+
+    Args:
+        name_or_path (`str`): model folder or Hub id.
+        allow_pickle (`bool`, *optional*, defaults to `False`): also accept `.bin` / `.pth` weights (a pickle file
+            can run code when loaded; transformers then reads it with `torch.load(weights_only=True)`).
+            On the command line: `--allow-pickle`.
+        **kwargs: passed on to `from_pretrained` (`revision`, `trust_remote_code`, `dtype`, ...).
+
+    Raises:
+        `UnsafeWeightsError`: a folder or repository with only pickle weights, when `allow_pickle` is off.
+    """
+    folder = Path(name_or_path)
+    if not allow_pickle and folder.is_dir() and not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise UnsafeWeightsError(
+                f"{name_or_path}: only pickle weights ({', '.join(pickles)}), which can run code when loaded; "
+                "convert them to safetensors, or pass allow_pickle=True (--allow-pickle) if you trust the source"
+            )
+    try:
+        return AutoModelForImageClassification.from_pretrained(
+            name_or_path, use_safetensors=None if allow_pickle else True, **kwargs
+        )
+    except OSError as error:
+        if not allow_pickle and not folder.is_dir() and "safetensors" in str(error).lower():
+            raise UnsafeWeightsError(
+                f"{name_or_path}: no safetensors weights found; pass allow_pickle=True (--allow-pickle) to accept "
+                "pickle weights if you trust the source"
+            ) from error
+        raise

@@ -1,0 +1,58 @@
+"""Image processors that fit a backbone: the stock transformers processors, PIL backend, no torchvision needed."""
+
+import transformers
+from transformers import AutoImageProcessor, PreTrainedConfig
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# Where a family's stock defaults differ from how its classifiers were trained: ResNet, as torchvision and the
+# original DualSight preprocess it (resize the short side to 256, centre crop 224, ImageNet mean/std).
+_OVERRIDES = {
+    "resnet": {"size": {"shortest_edge": 224}, "crop_pct": 224 / 256, "resample": 2, "image_mean": IMAGENET_MEAN,
+               "image_std": IMAGENET_STD},
+}
+
+
+def image_processor_for_backbone(backbone_config: PreTrainedConfig, **overrides) -> BaseImageProcessor:
+    """
+    The stock image processor of a backbone family, with the settings its ImageNet classifiers use.
+
+    Args:
+        backbone_config (`PreTrainedConfig`): the backbone's configuration (e.g. `model.config.backbone_config`).
+        **overrides: processor arguments that replace the defaults (`size`, `crop_size`, `image_mean`, ...).
+
+    Returns:
+        `BaseImageProcessor`: e.g. `ConvNextImageProcessorPil` for ResNet (resize 256, centre crop 224, ImageNet
+        mean/std), `MobileNetV2ImageProcessorPil` for MobileNetV2, `ViTImageProcessorPil` for ViT.
+
+    Example:
+
+    ```python
+    >>> from transformers import ResNetConfig
+    >>> from dualsight_hf.processing import image_processor_for_backbone
+    >>> processor = image_processor_for_backbone(ResNetConfig())
+    >>> processor.size.shortest_edge, processor.crop_pct, processor.image_mean
+    (224, 0.875, (0.485, 0.456, 0.406))
+    ```
+    """
+    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(backbone_config.model_type)
+    if not names:
+        raise ValueError(f"No image processor is known for backbone type '{backbone_config.model_type}'")
+    class_name = names.get("pil") if isinstance(names, dict) else names
+    processor_class = getattr(transformers, class_name)
+    kwargs = {**_OVERRIDES.get(backbone_config.model_type, {}), **overrides}
+    return processor_class(**kwargs)
+
+
+def load_image_processor(name_or_path: str, **kwargs) -> BaseImageProcessor:
+    """`AutoImageProcessor.from_pretrained` with the PIL backend, which needs no torchvision.
+
+    Args:
+        name_or_path (`str`): Hub id or folder of a model with a `preprocessor_config.json`.
+        **kwargs: passed on to `AutoImageProcessor.from_pretrained` (`revision`, `trust_remote_code`, ...).
+    """
+    kwargs.setdefault("backend", "pil")
+    return AutoImageProcessor.from_pretrained(name_or_path, **kwargs)

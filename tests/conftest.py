@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random models (no downloads), test images made on the fly, and ../shared when present."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import ConvNextConfig, MobileNetV2Config, ResNetConfig, ViTConfig
+
+from dualsight_hf import DualSightConfig, DualSightForImageClassification, image_processor_for_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+TINY_BACKBONES = {
+    "resnet": lambda: ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
+    "mobilenet_v2": lambda: MobileNetV2Config(depth_multiplier=0.25, image_size=32),
+    "convnext": lambda: ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
+    "vit": lambda: ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                             image_size=32, patch_size=8),
+}
+OBJECT_NAMES = {0: "person", 1: "car", 2: "dog"}
+
+
+def shared_path(*parts) -> Path:
+    """A path under ../shared, or skip the test with the reason when that folder is absent (a user's clone)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's shared data, present in CI and on the team's machines)")
+    return path
+
+
+def tiny_config(backbone: str = "resnet", object_problem_type: str = "multi_label_classification",
+                with_objects: bool = True, **kwargs) -> DualSightConfig:
+    objects = OBJECT_NAMES if with_objects else None
+    return DualSightConfig(backbone_config=TINY_BACKBONES[backbone](), object_id2label=objects,
+                           object_problem_type=object_problem_type, **kwargs)
+
+
+def save_tiny_model(folder: Path, backbone: str = "resnet", seed: int = 0, **kwargs) -> Path:
+    """A tiny random DualSight model with its processor (32x32 input), saved to `folder`."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = DualSightForImageClassification(tiny_config(backbone, **kwargs)).eval()
+    model.save_pretrained(folder)
+    image_processor_for_backbone(model.config.backbone_config, size={"shortest_edge": 32},
+                                 crop_size={"height": 32, "width": 32}, crop_pct=1.0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def random_image(width: int = 48, height: int = 40, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+
+
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    """Three good images (JPEG, PNG, greyscale PNG) in a folder."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    random_image(seed=1).save(folder / "a.jpg")
+    random_image(seed=2).save(folder / "b.png")
+    random_image(seed=3, mode="L").save(folder / "c.png")
+    return folder

@@ -1,0 +1,58 @@
+import pytest
+from huggingface_hub.errors import StrictDataclassError
+from transformers import AutoConfig, MobileNetV2Config, ResNetConfig
+
+from dualsight_hf import DualSightConfig
+
+
+def test_defaults_are_the_original_layout():
+    config = DualSightConfig()
+    assert config.model_type == "dualsight"
+    assert isinstance(config.backbone_config, ResNetConfig)
+    assert list(config.backbone_config.depths) == [3, 4, 6, 3] and config.backbone_config.layer_type == "bottleneck"
+    assert config.id2label == {0: "real", 1: "ai_generated"}
+    assert config.label2id == {"real": 0, "ai_generated": 1}
+    assert config.num_object_labels == 0
+
+
+def test_backbone_config_from_dict_and_object():
+    from_dict = DualSightConfig(backbone_config={"model_type": "mobilenet_v2", "depth_multiplier": 0.5})
+    from_object = DualSightConfig(backbone_config=MobileNetV2Config(depth_multiplier=0.5))
+    assert isinstance(from_dict.backbone_config, MobileNetV2Config)
+    assert from_dict.backbone_config.depth_multiplier == from_object.backbone_config.depth_multiplier == 0.5
+
+
+def test_json_round_trip_keeps_integer_keys_and_nested_backbone(tmp_path):
+    config = DualSightConfig(
+        backbone_config=MobileNetV2Config(depth_multiplier=0.35),
+        id2label={0: "human", 1: "dalle", 2: "other_ai"},
+        object_id2label={0: "bottle, cup", 1: "person"},
+        object_problem_type="single_label_classification",
+        object_loss_weight=0.3,
+        classifier_dropout=0.1,
+    )
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, DualSightConfig)
+    assert loaded.object_id2label == {0: "bottle, cup", 1: "person"}
+    assert all(isinstance(k, int) for k in loaded.object_id2label)
+    assert loaded.object_label2id == {"bottle, cup": 0, "person": 1}
+    assert loaded.id2label == {0: "human", 1: "dalle", 2: "other_ai"} and loaded.num_labels == 3
+    assert isinstance(loaded.backbone_config, MobileNetV2Config) and loaded.backbone_config.depth_multiplier == 0.35
+    assert loaded.object_problem_type == "single_label_classification"
+    assert (loaded.object_loss_weight, loaded.classifier_dropout) == (0.3, 0.1)
+
+
+def test_num_object_labels_shortcut_and_off_switch():
+    assert DualSightConfig(num_object_labels=3).object_id2label == {0: "OBJECT_0", 1: "OBJECT_1", 2: "OBJECT_2"}
+    assert DualSightConfig(num_object_labels=0).num_object_labels == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"object_problem_type": "regression"}, "object_problem_type"),
+    ({"object_id2label": {1: "a", 2: "b"}}, "object_id2label keys must be 0..1"),
+    ({"classifier_dropout": 1.5}, "classifier_dropout must be in"),
+])
+def test_invalid_settings_are_refused(kwargs, message):
+    with pytest.raises((ValueError, StrictDataclassError), match=message):
+        DualSightConfig(**kwargs)

@@ -1,0 +1,129 @@
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForImageClassification
+
+from conftest import TINY_BACKBONES, shared_path, tiny_config
+from dualsight_hf import DualSightForImageClassification, DualSightImageClassifierOutput
+from dualsight_hf.modeling import pooled_feature_size
+
+PROBLEM_TYPES = ["multi_label_classification", "single_label_classification"]
+
+
+def object_targets(problem_type: str, batch: int = 4, known=(True, True, False, True)):
+    if problem_type == "multi_label_classification":
+        targets = torch.randint(0, 2, (batch, 3)).float()
+        targets[[i for i, k in enumerate(known) if not k]] = -100.0
+        return targets
+    targets = torch.randint(0, 3, (batch,))
+    targets[[i for i, k in enumerate(known) if not k]] = -100
+    return targets
+
+
+@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
+@pytest.mark.parametrize("problem_type", PROBLEM_TYPES)
+def test_forward_backward_every_backbone(backbone, problem_type):
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(backbone, problem_type))
+    pixels = torch.randn(4, 3, 32, 32)
+    out = model(pixels, labels=torch.tensor([0, 1, 1, 0]), object_labels=object_targets(problem_type),
+                output_hidden_states=True)
+    assert isinstance(out, DualSightImageClassifierOutput)
+    assert out.logits.shape == (4, 2) and out.object_logits.shape == (4, 3)
+    assert out.hidden_states is not None and len(out.hidden_states) > 1
+    assert torch.isclose(out.loss, out.authenticity_loss + out.object_loss)
+    out.loss.backward()
+    for name, parameter in model.named_parameters():
+        if name.startswith(("classifier", "object_classifier")):
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
+def test_pooled_feature_size_matches_the_backbone(backbone):
+    model = DualSightForImageClassification(tiny_config(backbone))
+    assert model.classifier.in_features == pooled_feature_size(model.config.backbone_config)
+
+
+def test_object_head_off():
+    model = DualSightForImageClassification(tiny_config(with_objects=False))
+    assert model.object_classifier is None
+    out = model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 1]), object_labels=torch.ones(2, 3))
+    assert out.object_logits is None and out.object_loss is None
+    assert torch.equal(out.loss, out.authenticity_loss)
+
+
+def test_multi_label_loss_ignores_unknown_rows_exactly():
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config()).eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    targets = torch.tensor([[1.0, 0.0, 1.0], [-100.0, -100.0, -100.0], [0.0, 1.0, 0.0]])
+    out = model(pixels, object_labels=targets)
+    known = out.object_logits[[0, 2]]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(known, targets[[0, 2]])
+    assert torch.isclose(out.object_loss, expected)
+    assert out.authenticity_loss is None and torch.isclose(out.loss, out.object_loss)
+
+
+def test_batch_without_object_labels_still_trains_authenticity():
+    for problem_type in PROBLEM_TYPES:
+        model = DualSightForImageClassification(tiny_config(object_problem_type=problem_type))
+        out = model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 1]),
+                    object_labels=object_targets(problem_type, 2, known=(False, False)))
+        assert out.object_loss is None
+        assert torch.isfinite(out.loss) and torch.equal(out.loss, out.authenticity_loss)
+        out.loss.backward()
+        assert model.classifier.weight.grad.abs().sum() > 0
+
+
+def test_loss_weights():
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(authenticity_loss_weight=0.25, object_loss_weight=2.0))
+    out = model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 1]), object_labels=torch.ones(2, 3))
+    assert torch.isclose(out.loss, 0.25 * out.authenticity_loss + 2.0 * out.object_loss)
+
+
+def test_return_dict_false_gives_a_tuple():
+    model = DualSightForImageClassification(tiny_config())
+    out = model(torch.randn(1, 3, 32, 32), return_dict=False)
+    assert isinstance(out, tuple) and out[0].shape == (1, 2) and out[1].shape == (1, 3)
+
+
+@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
+def test_save_load_round_trip_and_auto_classes(tmp_path, backbone):
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(backbone)).eval()
+    model.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"model.safetensors", "config.json", "configuration.py", "modeling.py", "pipeline.py"} <= files
+    assert not any(name.endswith((".bin", ".pth")) for name in files)
+    for auto_class in (AutoModelForImageClassification, AutoModel):
+        loaded = auto_class.from_pretrained(tmp_path).eval()
+        assert type(loaded) is DualSightForImageClassification
+        pixels = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            a, b = model(pixels), loaded(pixels)
+        torch.testing.assert_close(a.logits, b.logits)
+        torch.testing.assert_close(a.object_logits, b.object_logits)
+    # saving must not leave the remote-code pipeline entry on the in-memory config
+    assert not hasattr(model.config, "custom_pipelines")
+
+
+def test_freeze_backbone_keeps_batchnorm_statistics():
+    model = DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).train()
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert model.classifier.weight.requires_grad
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running_mean" in k}
+    model(torch.randn(4, 3, 32, 32) * 5 + 3, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_from_backbone_loads_pretrained_weights_offline():
+    path = shared_path("weights", "mobilenet-v2-1.0-224-imagenet")
+    model = DualSightForImageClassification.from_backbone(str(path), object_id2label={0: "person", 1: "car"})
+    pretrained = AutoModel.from_pretrained(path)
+    for name, tensor in pretrained.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[name], tensor, msg=name)
+    assert model.config.num_object_labels == 2 and model.config.backbone_config.model_type == "mobilenet_v2"
+    # TensorFlow-style BatchNorm momentum (0.997) is converted to PyTorch's meaning
+    momenta = {m.momentum for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta and max(momenta) < 0.5

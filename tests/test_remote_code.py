@@ -1,0 +1,105 @@
+"""Remote code: a saved DualSight folder loads in a Python that cannot import `dualsight_hf`, from the folder and by
+repo id from a Hugging Face cache laid out as a download, offline, with the same outputs as the installed package."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dualsight_hf import load_image, load_pipeline
+
+BLOCK_PACKAGE = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dualsight_hf" or name.startswith("dualsight_hf."):
+            raise ImportError("dualsight_hf is blocked in this test")
+sys.meta_path.insert(0, _Block())
+try:
+    import dualsight_hf
+    raise SystemExit("dualsight_hf should not be importable here")
+except ImportError:
+    pass
+"""
+
+LOAD_AND_PREDICT = BLOCK_PACKAGE + """
+import json
+import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, pipeline
+from PIL import Image
+model_id, image_path = sys.argv[1], sys.argv[2]
+config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+model = AutoModelForImageClassification.from_pretrained(model_id, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(model_id, backend="pil")
+pixels = processor(Image.open(image_path).convert("RGB"), return_tensors="pt")["pixel_values"]
+with torch.no_grad():
+    out = model(pixels)
+classifier = pipeline("image-classification", model=model_id, trust_remote_code=True)
+print(json.dumps({
+    "config_class": type(config).__module__,
+    "model_class": type(model).__name__,
+    "pipeline_class": type(classifier).__name__,
+    "logits": out.logits.tolist(),
+    "object_logits": out.object_logits.tolist(),
+    "both": classifier(image_path, head="both", object_threshold=0.0),
+}))
+"""
+
+
+def run_without_package(model_id: str, image_path: str, env: dict | None = None) -> dict:
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, model_id, image_path], capture_output=True,
+                            text=True, env={**os.environ, **(env or {})}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def reference(model_dir, image_path):
+    classifier = load_pipeline(model_dir)
+    pixels = classifier.image_processor(load_image(image_path), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = classifier.model(pixels)
+    return out, classifier(str(image_path), head="both", object_threshold=0.0)
+
+
+def assert_same(remote: dict, model_dir, image_path):
+    out, both = reference(model_dir, image_path)
+    assert remote["model_class"] == "DualSightForImageClassification"
+    assert remote["config_class"].startswith("transformers_modules")
+    assert remote["pipeline_class"] == "DualSightImageClassificationPipeline"
+    torch.testing.assert_close(torch.tensor(remote["logits"]), out.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(remote["object_logits"]), out.object_logits, atol=1e-5, rtol=1e-5)
+    assert [r["label"] for r in remote["both"]["authenticity"]] == [r["label"] for r in both["authenticity"]]
+    assert [r["label"] for r in remote["both"]["objects"]] == [r["label"] for r in both["objects"]]
+
+
+def test_saved_folder_loads_with_remote_code(tiny_model_dir, image_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration.DualSightConfig",
+                                  "AutoModelForImageClassification": "modeling.DualSightForImageClassification"}
+    assert config["custom_pipelines"]["image-classification"]["impl"] == \
+        "pipeline.DualSightImageClassificationPipeline"
+    image = str(image_dir / "a.jpg")
+    assert_same(run_without_package(str(tiny_model_dir), image), tiny_model_dir, image)
+
+
+def lay_out_as_hub_download(model_dir, hf_home, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567"):
+    """Copy a model folder into a Hugging Face cache exactly as `snapshot_download` leaves it."""
+    repo_cache = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_cache / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot)
+    (repo_cache / "refs").mkdir(parents=True)
+    (repo_cache / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_loads_by_repo_id_from_an_offline_hub_cache(tiny_model_dir, image_dir, tmp_path):
+    hf_home = tmp_path / "hf-home"
+    lay_out_as_hub_download(tiny_model_dir, hf_home, "dualsight-org/tiny-dualsight")
+    image = str(image_dir / "b.png")
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    remote = run_without_package("dualsight-org/tiny-dualsight", image, env)
+    assert_same(remote, tiny_model_dir, image)
