@@ -1,0 +1,382 @@
+"""Training and evaluation data: sources, object labels, a deterministic split, and the image transforms.
+
+Data flows one way: a source (image folder, CSV/JSON manifest or `datasets` dataset) becomes a `datasets.Dataset`
+with the columns `image` (a path or an image), `label` (class name), optionally `objects` and any other columns of the
+source (`source`, `generator`, ...); `encode_labels` turns names into ids for a model config; `split_examples` makes a
+seeded train/validation/test split; `ImageTransform` reads and augments the images on the fly (`set_transform`).
+"""
+
+import io
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFilter
+
+from .images import IMAGE_SUFFIXES, ImageLoadError, load_image
+
+#: Folder and manifest label spellings that mean the default classes.
+LABEL_ALIASES = {
+    "fake": "ai_generated", "ai": "ai_generated", "ai-generated": "ai_generated", "generated": "ai_generated",
+    "synthetic": "ai_generated", "ai_generated": "ai_generated", "real": "real", "human": "real", "photo": "real",
+}
+
+
+def _parse_objects(value):
+    """`None` (unknown) or a list of class names, from a JSON list or a `;`-separated string."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        return [str(v) for v in json.loads(text)]
+    return [part.strip() for part in text.split(";") if part.strip()]
+
+
+def read_manifest(path: str) -> datasets.Dataset:
+    """
+    A CSV or JSON(-lines) manifest with at least `path` and `label` columns; paths are relative to the manifest's
+    folder unless absolute. An `objects` column (JSON list or `;`-separated names, empty list = no objects, missing =
+    unknown) is kept; so is every other column.
+    """
+    path = Path(path)
+    builder = "csv" if path.suffix.lower() == ".csv" else "json"
+    table = datasets.load_dataset(builder, data_files=str(path), split="train", keep_in_memory=True)
+    missing = {"path", "label"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: manifest lacks the column(s) {', '.join(sorted(missing))}")
+    root = path.parent
+
+    def resolve(example):
+        image = Path(example["path"])
+        return {"image": str(image if image.is_absolute() else root / image), "label": str(example["label"])}
+
+    table = table.map(resolve, keep_in_memory=True)
+    if "objects" in table.column_names:
+        table = table.map(lambda e: {"objects": json.dumps(_parse_objects(e["objects"]))}, keep_in_memory=True)
+    return table
+
+
+def read_image_folder(root: str) -> datasets.Dataset:
+    """An image folder with one sub-folder per class (`real/`, `fake/`, ...), each searched recursively."""
+    root = Path(root)
+    rows = {"image": [], "label": [], "path": []}
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(class_dir.rglob("*")):
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                rows["image"].append(str(file))
+                rows["label"].append(class_dir.name)
+                rows["path"].append(str(file.relative_to(root)))
+    if not rows["image"]:
+        raise ValueError(f"{root}: no class sub-folders with images found")
+    return datasets.Dataset.from_dict(rows)
+
+
+def read_hub_dataset(name: str, split: str = "train", image_column: str = "image", label_column: str | None = "label",
+                     **load_kwargs) -> datasets.Dataset:
+    """
+    Any `datasets` dataset (Hub id, or a folder saved with `save_to_disk`) with an image column and (for training
+    and evaluation) a label column, e.g. `Hemg/AI-Generated-vs-Real-Images-Datasets`. A `ClassLabel` label becomes
+    its class names; images stay undecoded until the transform reads them.
+
+    Args:
+        name (`str`): Hub id or `save_to_disk` folder.
+        split (`str`, *optional*, defaults to `"train"`)
+        image_column (`str`, *optional*, defaults to `"image"`): renamed to `image`.
+        label_column (`str`, *optional*, defaults to `"label"`): renamed to `label`; `None` for unlabelled data.
+        **load_kwargs: passed on to `datasets.load_dataset`.
+    """
+    if _is_saved_dataset(Path(name)):
+        table = datasets.load_from_disk(name)
+        table = table[split] if isinstance(table, datasets.DatasetDict) else table
+    else:
+        table = datasets.load_dataset(name, split=split, **load_kwargs)
+    for column in (image_column, label_column):
+        if column is not None and column not in table.column_names:
+            raise ValueError(f"{name}: no column '{column}' (columns: {', '.join(table.column_names)})")
+    if label_column is not None:
+        labels = table[label_column]
+        if isinstance(table.features[label_column], datasets.ClassLabel):
+            labels = table.features[label_column].int2str(labels)
+        table = table.remove_columns(label_column).add_column("label", [str(label) for label in labels])
+    if isinstance(table.features[image_column], datasets.Image):
+        table = table.cast_column(image_column, datasets.Image(decode=False))
+    return table.rename_column(image_column, "image") if image_column != "image" else table
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in ("dataset_info.json", "state.json",
+                                                                      "dataset_dict.json"))
+
+
+def load_examples(data: str, split: str = "train", image_column: str = "image", label_column: str = "label",
+                  objects_file: str | None = None) -> datasets.Dataset:
+    """
+    Read any supported data source into the common columns (`image`, `label`, optional `objects`, extras).
+
+    Args:
+        data (`str`): an image folder (one sub-folder per class), a `.csv` / `.json` / `.jsonl` manifest, or a
+            `datasets` dataset (Hub id or `save_to_disk` folder).
+        split (`str`, *optional*, defaults to `"train"`): split of a `datasets` dataset.
+        image_column, label_column (`str`, *optional*): column names of a `datasets` dataset.
+        objects_file (`str`, *optional*): a CSV written by `dualsight pseudo-label` (`path,objects`), merged by
+            the `path` column (the manifest's own paths, or paths relative to an image folder).
+
+    Returns:
+        `datasets.Dataset`
+    """
+    path = Path(data)
+    if path.is_dir() and not _is_saved_dataset(path):
+        table = read_image_folder(data)
+    elif path.suffix.lower() in (".csv", ".json", ".jsonl") and path.is_file():
+        table = read_manifest(data)
+    else:
+        table = read_hub_dataset(data, split=split, image_column=image_column, label_column=label_column)
+    if objects_file:
+        table = merge_objects(table, objects_file)
+    return table
+
+
+def merge_objects(table: datasets.Dataset, objects_file: str) -> datasets.Dataset:
+    """Add (or replace) the `objects` column from a `path,objects` CSV; rows it does not list stay unknown."""
+    if "path" not in table.column_names:
+        raise ValueError("merging an objects file needs a 'path' column to match rows by")
+    labels = datasets.load_dataset("csv", data_files=str(objects_file), split="train", keep_in_memory=True)
+    by_path = dict(zip(labels["path"], labels["objects"]))
+    if "objects" in table.column_names:
+        table = table.remove_columns("objects")
+    objects = [json.dumps(_parse_objects(by_path.get(p))) for p in table["path"]]
+    return table.add_column("objects", objects)
+
+
+def encode_labels(table: datasets.Dataset, config) -> datasets.Dataset:
+    """
+    Replace class names by ids of `config` (`label`: int; `object_labels`: multi-hot list with `-100` everywhere for
+    unknown objects, or a single id / `-100` for a single-label object head).
+
+    Raises:
+        `ValueError`: for a label name the config does not know (after `LABEL_ALIASES`).
+    """
+    label2id = {name.lower(): index for name, index in config.label2id.items()}
+
+    def label_id(name: str) -> int:
+        key = name.lower()
+        key = key if key in label2id else LABEL_ALIASES.get(key, key)
+        if key not in label2id:
+            raise ValueError(f"label '{name}' is not one of the model's labels {sorted(config.label2id)}")
+        return label2id[key]
+
+    ids = {name: label_id(name) for name in set(table["label"])}
+    encoded = table.remove_columns("label").add_column("label", [ids[name] for name in table["label"]])
+    if "objects" in table.column_names and config.num_object_labels > 0:
+        targets = [encode_objects(json.loads(cell), config) for cell in table["objects"]]
+        encoded = encoded.add_column("object_labels", targets)
+    return encoded
+
+
+def encode_objects(objects: list[str] | None, config):
+    """Object names -> the object head's target (see `encode_labels`); names the head does not know are dropped."""
+    if config.object_problem_type == "single_label_classification":
+        if objects is None:
+            return -100
+        name = ", ".join(sorted(objects)) if objects else "Unknown"
+        return config.object_label2id.get(name, -100)
+    if objects is None:
+        return [-100.0] * config.num_object_labels
+    target = [0.0] * config.num_object_labels
+    for name in objects:
+        if name in config.object_label2id:
+            target[config.object_label2id[name]] = 1.0
+    return target
+
+
+def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_size: float = 0.15, seed: int = 42,
+                   stratify_by: str | None = None) -> datasets.DatasetDict:
+    """
+    A deterministic train / validation / test split.
+
+    Each stratum (label, plus the value of `stratify_by` when given, e.g. `source`) is shuffled with `seed` and cut
+    by the fractions, so every source and class appears in every split in the same proportion, and the same seed
+    always gives the same split.
+
+    Args:
+        table (`datasets.Dataset`): examples with a `label` column.
+        validation_size, test_size (`float`, *optional*, defaults to 0.15): fractions of each stratum.
+        seed (`int`, *optional*, defaults to 42): shuffling seed.
+        stratify_by (`str`, *optional*): extra column to stratify by.
+
+    Returns:
+        `datasets.DatasetDict` with `train`, `validation` and `test`.
+    """
+    keys = table["label"] if stratify_by is None else list(zip(table[stratify_by], table["label"]))
+    strata = {}
+    for index, key in enumerate(keys):
+        strata.setdefault(str(key), []).append(index)
+    rng = random.Random(seed)
+    parts = {"train": [], "validation": [], "test": []}
+    for key in sorted(strata):
+        indices = strata[key]
+        rng.shuffle(indices)
+        n_test = round(len(indices) * test_size)
+        n_validation = round(len(indices) * validation_size)
+        parts["test"] += indices[:n_test]
+        parts["validation"] += indices[n_test : n_test + n_validation]
+        parts["train"] += indices[n_test + n_validation :]
+    return datasets.DatasetDict({name: table.select(sorted(idx)) for name, idx in parts.items()})
+
+
+@dataclass
+class AugmentationSettings:
+    """
+    Training augmentations, each applied with its own probability.
+
+    Args:
+        crop_scale (`tuple[float, float]`, defaults to `(0.5, 1.0)`): area range of the random resized crop.
+        flip_p (`float`, defaults to 0.5): horizontal flip.
+        rotation_degrees (`float`, defaults to 10): maximum rotation, applied with `rotation_p`.
+        rotation_p (`float`, defaults to 0.3)
+        color_jitter (`float`, defaults to 0.2): brightness/contrast/saturation strength, applied with
+            `color_jitter_p`.
+        color_jitter_p (`float`, defaults to 0.5)
+        jpeg_p (`float`, defaults to 0.3): re-compress as JPEG, quality uniform in `jpeg_quality`.
+        jpeg_quality (`tuple[int, int]`, defaults to `(50, 95)`)
+        blur_p (`float`, defaults to 0.2): Gaussian blur with sigma uniform in `blur_sigma`.
+        blur_sigma (`tuple[float, float]`, defaults to `(0.1, 2.0)`)
+        rescale_p (`float`, defaults to 0.2): downscale by a factor in `rescale_factor`, then back up.
+        rescale_factor (`tuple[float, float]`, defaults to `(0.25, 0.75)`)
+    """
+
+    crop_scale: tuple = (0.5, 1.0)
+    flip_p: float = 0.5
+    rotation_degrees: float = 10.0
+    rotation_p: float = 0.3
+    color_jitter: float = 0.2
+    color_jitter_p: float = 0.5
+    jpeg_p: float = 0.3
+    jpeg_quality: tuple = (50, 95)
+    blur_p: float = 0.2
+    blur_sigma: tuple = (0.1, 2.0)
+    rescale_p: float = 0.2
+    rescale_factor: tuple = (0.25, 0.75)
+
+
+def random_resized_crop(image: Image.Image, rng: random.Random, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+    """A crop of random area fraction and aspect ratio (as torchvision's `RandomResizedCrop` picks it), not resized."""
+    width, height = image.size
+    for _ in range(10):
+        area = width * height * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            return image.crop((left, top, left + w, top + h))
+    return image
+
+
+def jpeg_recompress(image: Image.Image, quality: int) -> Image.Image:
+    """Encode as JPEG at `quality` and decode again."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def down_up_scale(image: Image.Image, factor: float) -> Image.Image:
+    """Downscale by `factor` (bilinear) and scale back to the original size."""
+    width, height = image.size
+    small = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.BILINEAR)
+    return small.resize((width, height), Image.BILINEAR)
+
+
+def augment(image: Image.Image, settings: AugmentationSettings, rng: random.Random) -> Image.Image:
+    """Apply the training augmentations of `settings` to one RGB image, drawing from `rng`."""
+    image = random_resized_crop(image, rng, settings.crop_scale)
+    if rng.random() < settings.flip_p:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    if rng.random() < settings.rotation_p:
+        image = image.rotate(rng.uniform(-settings.rotation_degrees, settings.rotation_degrees),
+                             resample=Image.BILINEAR)
+    if rng.random() < settings.color_jitter_p:
+        for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            image = enhancer(image).enhance(1 + rng.uniform(-settings.color_jitter, settings.color_jitter))
+    if rng.random() < settings.blur_p:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*settings.blur_sigma)))
+    if rng.random() < settings.rescale_p:
+        image = down_up_scale(image, rng.uniform(*settings.rescale_factor))
+    if rng.random() < settings.jpeg_p:
+        image = jpeg_recompress(image, rng.randint(*settings.jpeg_quality))
+    return image
+
+
+class ImageTransform:
+    """
+    On-the-fly batch transform for `datasets.Dataset.set_transform`: reads each image with the one image loader,
+    augments it when `augmentation` is given, and runs the model's image processor.
+
+    Unreadable images never reach here in training (see `drop_unreadable`); if one does, it raises `ImageLoadError`.
+
+    Args:
+        image_processor (`BaseImageProcessor`): the model's processor (deterministic resize, crop, normalise).
+        augmentation ([`AugmentationSettings`], *optional*): training augmentations; `None` for evaluation.
+        seed (`int`, *optional*): seed of the augmentation random stream.
+    """
+
+    def __init__(self, image_processor, augmentation: AugmentationSettings | None = None, seed: int | None = None):
+        self.image_processor = image_processor
+        self.augmentation = augmentation
+        self.rng = random.Random(seed)
+
+    def __call__(self, batch: dict) -> dict:
+        images = [load_image(_image_source(item)) for item in batch["image"]]
+        if self.augmentation is not None:
+            images = [augment(image, self.augmentation, self.rng) for image in images]
+        out = {"pixel_values": self.image_processor(images, return_tensors="pt")["pixel_values"]}
+        for key in ("label", "object_labels"):
+            if key in batch:
+                out["labels" if key == "label" else key] = batch[key]
+        return out
+
+
+def _image_source(item):
+    """A path, bytes or PIL image from a dataset cell (`datasets.Image(decode=False)` cells are dicts)."""
+    if isinstance(item, dict):
+        return item.get("bytes") or item.get("path")
+    return item
+
+
+def drop_unreadable(table: datasets.Dataset, num_proc: int | None = None) -> tuple[datasets.Dataset, list[str]]:
+    """
+    Remove the examples whose image cannot be read, so that no epoch stops at a broken file.
+
+    Returns:
+        `(table, errors)`: the readable examples, and one `ImageLoadError` message per dropped example.
+    """
+    def check(example):
+        try:
+            load_image(_image_source(example["image"]))
+            return {"_error": ""}
+        except ImageLoadError as error:
+            return {"_error": str(error)}
+
+    checked = table.map(check, num_proc=num_proc, keep_in_memory=True, desc="checking images")
+    errors = [e for e in checked["_error"] if e]
+    kept = checked.filter(lambda e: not e["_error"], keep_in_memory=True).remove_columns("_error")
+    return kept, errors
+
+
+def collate(features: list[dict]) -> dict:
+    """Stack the transformed examples into a batch for the model."""
+    batch = {"pixel_values": torch.stack([f["pixel_values"] for f in features])}
+    if "labels" in features[0]:
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+    if "object_labels" in features[0]:
+        values = [f["object_labels"] for f in features]
+        dtype = torch.long if not isinstance(values[0], (list, np.ndarray)) else torch.float
+        batch["object_labels"] = torch.tensor(values, dtype=dtype)
+    return batch

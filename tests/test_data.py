@@ -1,0 +1,145 @@
+import json
+import random
+
+import datasets
+import pytest
+from PIL import Image
+
+from conftest import random_image, shared_path, tiny_config
+from dualsight_hf.data import (
+    AugmentationSettings,
+    ImageTransform,
+    augment,
+    collate,
+    down_up_scale,
+    drop_unreadable,
+    encode_labels,
+    jpeg_recompress,
+    load_examples,
+    random_resized_crop,
+    split_examples,
+)
+from dualsight_hf.processing import image_processor_for_backbone
+
+
+@pytest.fixture
+def class_folder(tmp_path):
+    root = tmp_path / "folder"
+    for label, count in (("real", 4), ("fake", 3)):
+        (root / label / "nested").mkdir(parents=True)
+        for i in range(count):
+            random_image(seed=i + (10 if label == "fake" else 0)).save(root / label / "nested" / f"{i}.png")
+    return root
+
+
+def test_image_folder_source(class_folder):
+    table = load_examples(str(class_folder))
+    assert len(table) == 7 and sorted(set(table["label"])) == ["fake", "real"]
+    encoded = encode_labels(table, tiny_config(with_objects=False))
+    assert sorted(encoded["label"]) == [0] * 4 + [1] * 3  # "fake" is the alias of ai_generated
+
+
+def test_manifest_source_with_objects(tmp_path, class_folder):
+    manifest = tmp_path / "manifest.csv"
+    rows = ["path,label,source,objects", "folder/real/nested/0.png,real,a,person;car",
+            "folder/fake/nested/0.png,ai_generated,b,", f"{class_folder}/real/nested/1.png,real,b,[]"]
+    manifest.write_text("\n".join(rows) + "\n")
+    table = load_examples(str(manifest))
+    assert table["image"][0] == str(tmp_path / "folder/real/nested/0.png")
+    assert [json.loads(o) for o in table["objects"]] == [["person", "car"], None, []]
+    encoded = encode_labels(table, tiny_config())
+    assert encoded["label"] == [0, 1, 0]
+    assert encoded["object_labels"] == [[1.0, 1.0, 0.0], [-100.0] * 3, [0.0, 0.0, 0.0]]
+
+
+def test_datasets_source_with_classlabel_and_custom_columns(tmp_path):
+    features = datasets.Features({"img": datasets.Image(), "target": datasets.ClassLabel(names=["FAKE", "REAL"])})
+    table = datasets.Dataset.from_dict({"img": [random_image(seed=i) for i in range(4)], "target": [0, 1, 1, 0]},
+                                       features=features)
+    table.save_to_disk(tmp_path / "saved")
+    loaded = load_examples(str(tmp_path / "saved"), image_column="img", label_column="target")
+    assert loaded["label"] == ["FAKE", "REAL", "REAL", "FAKE"]
+    encoded = encode_labels(loaded, tiny_config(with_objects=False))
+    assert encoded["label"] == [1, 0, 0, 1]
+    batch = ImageTransform(image_processor_for_backbone(tiny_config().backbone_config))(encoded[:2])
+    assert batch["pixel_values"].shape == (2, 3, 224, 224)
+
+
+def test_unknown_label_is_a_clear_error(class_folder):
+    table = load_examples(str(class_folder)).map(lambda e: {"label": "cartoon"})
+    with pytest.raises(ValueError, match="'cartoon' is not one of the model's labels"):
+        encode_labels(table, tiny_config())
+
+
+def test_objects_file_merge(tmp_path):
+    manifest = shared_path("data", "real-vs-ai", "manifest.csv")
+    from conftest import REPO
+
+    table = load_examples(str(manifest), objects_file=str(REPO / "data" / "real-vs-ai-voc-objects.csv"))
+    objects = {row["path"]: json.loads(row["objects"]) for row in table}
+    cifake_cat = next(p for p in objects if p.startswith("cifake-2spi/real/cat/"))
+    assert objects[cifake_cat] == ["cat"]
+    tiny = next(p for p in objects if p.startswith("ddpm-edit_detect") and "cifar" in p)
+    assert objects[tiny] is None  # 32x32 DDPM images stay unlabelled
+
+
+def make_table(n_per_stratum=20):
+    rows = {"label": [], "source": [], "image": []}
+    for source in ("a", "b"):
+        for label in ("real", "fake"):
+            rows["label"] += [label] * n_per_stratum
+            rows["source"] += [source] * n_per_stratum
+            rows["image"] += [f"{source}-{label}-{i}" for i in range(n_per_stratum)]
+    return datasets.Dataset.from_dict(rows)
+
+
+def test_split_is_deterministic_disjoint_and_stratified():
+    table = make_table()
+    first = split_examples(table, 0.2, 0.2, seed=7, stratify_by="source")
+    second = split_examples(table, 0.2, 0.2, seed=7, stratify_by="source")
+    other = split_examples(table, 0.2, 0.2, seed=8, stratify_by="source")
+    assert all(first[k]["image"] == second[k]["image"] for k in first)
+    assert first["test"]["image"] != other["test"]["image"]
+    names = [set(first[k]["image"]) for k in ("train", "validation", "test")]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert sum(map(len, names)) == len(table)
+    for split, expected in (("test", 4), ("validation", 4), ("train", 12)):
+        for source in ("a", "b"):
+            for label in ("real", "fake"):
+                count = sum(1 for r in first[split] if r["source"] == source and r["label"] == label)
+                assert count == expected, (split, source, label)
+
+
+@pytest.mark.parametrize("name, function", [
+    ("crop", lambda im, rng: random_resized_crop(im, rng, (0.3, 0.6))),
+    ("jpeg", lambda im, rng: jpeg_recompress(im, 30)),
+    ("down_up", lambda im, rng: down_up_scale(im, 0.25)),
+    ("all", lambda im, rng: augment(im, AugmentationSettings(flip_p=1, rotation_p=1, color_jitter_p=1, jpeg_p=1,
+                                                             blur_p=1, rescale_p=1), rng)),
+])
+def test_augmentations_give_valid_rgb_images(name, function):
+    image = random_image(64, 48, seed=3)
+    out = function(image, random.Random(0))
+    assert isinstance(out, Image.Image) and out.mode == "RGB"
+    if name in ("jpeg", "down_up", "all"):
+        assert out.size == image.size or name == "all"
+        assert list(out.getdata()) != list(image.getdata())
+    if name == "crop":
+        assert out.size[0] <= 64 and out.size[1] <= 48 and out.size != image.size
+
+
+def test_train_transform_output_size_and_collate(class_folder):
+    table = encode_labels(load_examples(str(class_folder)), tiny_config(with_objects=False))
+    processor = image_processor_for_backbone(tiny_config().backbone_config)
+    table.set_transform(ImageTransform(processor, AugmentationSettings(jpeg_p=1, blur_p=1, rescale_p=1), seed=0))
+    batch = collate([table[i] for i in range(3)])
+    assert batch["pixel_values"].shape == (3, 3, 224, 224)
+    assert batch["labels"].tolist() == table.with_format(None)["label"][:3]
+
+
+def test_unreadable_training_images_are_dropped_and_counted(class_folder):
+    (class_folder / "real" / "broken.jpg").write_bytes(b"not an image")
+    (class_folder / "fake" / "empty.png").write_bytes(b"")
+    kept, errors = drop_unreadable(load_examples(str(class_folder)))
+    assert len(kept) == 7 and len(errors) == 2
+    assert any("broken.jpg" in e for e in errors) and any("empty.png: empty file" in e for e in errors)

@@ -1,0 +1,130 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import TrainingArguments
+
+from conftest import REPO, save_tiny_model
+from dualsight_hf.training import DataArguments, ModelArguments, parse_arguments, train
+
+
+@pytest.fixture(scope="module")
+def separable_folder(tmp_path_factory):
+    """Real = smooth gradients, fake = high-frequency noise: a tiny model can learn it in a few steps."""
+    root = tmp_path_factory.mktemp("separable")
+    rng = np.random.default_rng(0)
+    for label in ("real", "fake"):
+        (root / label).mkdir()
+        for i in range(24):
+            if label == "real":
+                ramp = np.linspace(0, 255, 32)
+                array = np.stack([np.add.outer(ramp, ramp * (i % 3)) / (1 + i % 3)] * 3, -1) % 256
+            else:
+                array = rng.integers(0, 256, (32, 32, 3))
+            Image.fromarray(array.astype(np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def start_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("start"), with_objects=False)
+
+
+def training_args(output_dir, **overrides):
+    defaults = dict(output_dir=str(output_dir), num_train_epochs=4, per_device_train_batch_size=8,
+                    per_device_eval_batch_size=16, learning_rate=3e-3, eval_strategy="epoch", save_strategy="epoch",
+                    logging_steps=1, report_to=[], remove_unused_columns=False, use_cpu=True, seed=0,
+                    save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="auroc")
+    defaults.update(overrides)
+    return TrainingArguments(**defaults)
+
+
+def test_short_training_run_lowers_the_loss_and_writes_results(separable_folder, start_model, tmp_path):
+    results = train(ModelArguments(model_name_or_path=str(start_model)),
+                    DataArguments(data=str(separable_folder), validation_size=0.25, test_size=0.25, augment=False),
+                    training_args(tmp_path / "out", num_train_epochs=8, learning_rate=1e-2,
+                                  metric_for_best_model="loss"))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) * 0.8
+    assert results["split_sizes"] == {"train": 24, "validation": 12, "test": 12}
+    assert results["test"]["accuracy"] >= 0.75
+    on_disk = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert on_disk["test"]["accuracy"] == results["test"]["accuracy"]
+    for plot in ("training_curves.png", "confusion_matrix.png", "roc_curve.png", "reliability_diagram.png"):
+        assert Image.open(tmp_path / "out" / plot).size[0] > 100
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling.py").exists()
+
+
+def test_early_stopping_stops_when_the_metric_stalls(separable_folder, tmp_path):
+    # learning rate 0 and a frozen backbone (BatchNorm statistics fixed too): the validation loss never improves,
+    # so patience 1 stops after the second evaluation
+    frozen = save_tiny_model(tmp_path / "frozen", with_objects=False, freeze_backbone=True)
+    train(ModelArguments(model_name_or_path=str(frozen)),
+          DataArguments(data=str(separable_folder), augment=False, early_stopping_patience=1),
+          training_args(tmp_path / "out", learning_rate=0.0, num_train_epochs=10, metric_for_best_model="loss"))
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0)
+
+
+def test_separate_backbone_learning_rate(separable_folder, start_model, tmp_path):
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Capture(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            seen["lrs"] = sorted({group["lr"] for group in optimizer.param_groups})
+
+    from dualsight_hf import training
+
+    original = training.DualSightTrainer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(Capture())
+
+    training.DualSightTrainer.__init__ = init
+    try:
+        train(ModelArguments(model_name_or_path=str(start_model), backbone_learning_rate=1e-4),
+              DataArguments(data=str(separable_folder), augment=False, test_size=0.0),
+              training_args(tmp_path / "out", num_train_epochs=1, learning_rate=5e-4, warmup_steps=0,
+                            lr_scheduler_type="constant"))
+    finally:
+        training.DualSightTrainer.__init__ = original
+    assert seen["lrs"] == [1e-4, 5e-4]
+
+
+def test_arguments_from_yaml_and_json(tmp_path):
+    yaml_file = tmp_path / "args.yaml"
+    yaml_file.write_text("backbone: some/backbone\ndata: data.csv\noutput_dir: out\nstratify_by: source\n"
+                         "num_train_epochs: 3\nfreeze_backbone: true\n")
+    model_args, data_args, args = parse_arguments([str(yaml_file)])
+    assert model_args.backbone == "some/backbone" and model_args.freeze_backbone
+    assert data_args.stratify_by == "source" and args.num_train_epochs == 3
+    json_file = tmp_path / "args.json"
+    json_file.write_text(json.dumps({"model_name_or_path": "m", "data": "d", "output_dir": "o"}))
+    assert parse_arguments([str(json_file)])[0].model_name_or_path == "m"
+
+
+def test_two_process_launch_splits_the_data(separable_folder, start_model, tmp_path):
+    """`torchrun --nproc_per_node 2` (what `accelerate launch --multi_gpu --num_processes 2` runs) trains one model
+    on two CPU ranks: each epoch then takes half the steps of a single process."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(REPO / "train.py"), "--model_name_or_path", str(start_model), "--data", str(separable_folder),
+               "--output_dir", str(out), "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
+               "--validation_size", "0.25", "--test_size", "0.25", "--no_augment", "--use_cpu",
+               "--remove_unused_columns", "False", "--report_to", "none", "--eval_strategy", "epoch",
+               "--save_strategy", "no", "--ddp_backend", "gloo"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["max_steps"] == 3  # 24 training images / (2 ranks x 4 per rank)
+    assert (out / "model.safetensors").exists()
+    assert json.loads((out / "all_results.json").read_text())["test"]["count"] == 12
