@@ -157,7 +157,7 @@ def load_image(source, max_pixels: int | None = None, name: str | None = None) -
 
 def iter_image_files(paths, recursive: bool = True):
     """
-    Expand files and folders into image file paths, in a stable order, without stopping at a bad entry.
+    Expand files and folders into image file paths lazily, in a stable order, without stopping at a bad entry.
 
     Args:
         paths (`Iterable[str | os.PathLike]`): files and folders; folders are walked for `IMAGE_SUFFIXES` files.
@@ -166,15 +166,21 @@ def iter_image_files(paths, recursive: bool = True):
     Yields:
         `Path` for each file named directly (whatever its suffix, and also when it does not exist, so that loading
         it reports the error) and for each image file found in a folder; an `ImageLoadError` for a folder that
-        holds no image file.
+        holds no image file. Folders are walked one directory at a time, so memory stays bounded.
     """
     for entry in paths:
         path = Path(entry)
         if not path.is_dir():
             yield path
             continue
-        pattern = "**/*" if recursive else "*"
-        found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = 0
+        for root, folders, files in os.walk(path):
+            folders.sort()
+            if not recursive:
+                folders.clear()
+            for name in sorted(files):
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    found += 1
+                    yield Path(root) / name
         if not found:
             yield ImageLoadError(str(path), "folder contains no image files")
-        yield from found

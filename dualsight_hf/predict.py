@@ -1,18 +1,30 @@
-"""Batch prediction over files and folders: the engine behind `dualsight predict`."""
+"""Batch prediction over files, folders, path lists and datasets: the engine behind `dualsight predict`.
+
+Inputs stream through a `torch.utils.data.DataLoader`: worker processes read and preprocess images while the model
+runs, the queue between them is bounded (`prefetch_factor`), and results are written as they come, so memory does
+not grow with the number of images. With several processes (`--num-processes N`, or `accelerate launch` /
+`torchrun`, read from `RANK` / `WORLD_SIZE`), each takes every N-th input and writes a shard; rank 0 merges the
+shards into one output with no duplicates and no gaps.
+"""
 
 import csv
 import json
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from .images import ImageLoadError, iter_image_files, load_image
 from .loading import load_model
 from .pipeline import authenticity_predictions, object_predictions
 from .processing import load_image_processor
+
+OUTPUT_FORMATS = ("table", "json", "jsonl", "csv")
 
 
 @dataclass
@@ -21,7 +33,8 @@ class PredictionResult:
     What `dualsight predict` says about one input.
 
     Args:
-        path (`str`): the input as given or found.
+        path (`str`): the input: a file path, or `dataset:split:row` for a `datasets` row.
+        index (`int`): position of the input in the run's input order.
         label (`str`, *optional*): the most likely authenticity class.
         score (`float`, *optional*): its probability.
         authenticity (`list[dict]`): every authenticity class with its probability, best first.
@@ -31,6 +44,7 @@ class PredictionResult:
     """
 
     path: str
+    index: int = -1
     label: str | None = None
     score: float | None = None
     authenticity: list = field(default_factory=list)
@@ -49,6 +63,83 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def iter_inputs(paths=(), paths_from: str | None = None, dataset=None, image_column: str = "image",
+                dataset_name: str = "dataset"):
+    """
+    Every input of a run, lazily and in a stable order, as `(key, source)`; `source` is a `Path`, an image or
+    bytes from a dataset row, or an `ImageLoadError` for an input that is already known to be bad.
+
+    Args:
+        paths (`Iterable[str]`): files and folders (walked recursively).
+        paths_from (`str`, *optional*): a text file with one path per line (blank lines and `#` comments skipped).
+        dataset (`datasets.Dataset`, *optional*): rows whose `image_column` holds an image.
+        image_column (`str`, *optional*, defaults to `"image"`)
+        dataset_name (`str`, *optional*): prefix of the keys of dataset rows.
+    """
+    def from_file():
+        with open(paths_from) as handle:
+            for line in handle:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield line
+
+    for entry in iter_image_files(paths):
+        yield (entry.source if isinstance(entry, ImageLoadError) else str(entry)), entry
+    if paths_from:
+        for entry in iter_image_files(from_file()):
+            yield (entry.source if isinstance(entry, ImageLoadError) else str(entry)), entry
+    if dataset is not None:
+        for row, record in enumerate(dataset):
+            item = record[image_column]
+            if isinstance(item, dict):  # an undecoded `datasets.Image` cell
+                item = item.get("bytes") or item.get("path")
+            yield f"{dataset_name}:{row}", item
+
+
+class PreprocessedInputs(IterableDataset):
+    """
+    Streams `(index, key, pixel_values or None, error or None)`: reads and preprocesses each input in the
+    DataLoader's worker processes. Inputs are dealt to ranks and workers by position, so every input is read by
+    exactly one of them.
+
+    Args:
+        inputs (`Callable[[], Iterable[tuple[str, object]]]`): makes the `(key, source)` stream (see `iter_inputs`).
+        image_processor: the model's image processor.
+        rank (`int`, *optional*, defaults to 0), world_size (`int`, *optional*, defaults to 1): this process's share.
+        skip (`set[str]`, *optional*): keys already scored (`--resume`).
+    """
+
+    def __init__(self, inputs, image_processor, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset()):
+        self.inputs = inputs
+        self.image_processor = image_processor
+        self.rank, self.world_size = rank, world_size
+        self.skip = skip
+
+    def __iter__(self):
+        worker = get_worker_info()
+        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        mine = 0
+        for index, (key, source) in enumerate(self.inputs()):
+            if index % self.world_size != self.rank:
+                continue
+            mine += 1
+            if (mine - 1) % workers != worker_id or key in self.skip:
+                continue
+            if isinstance(source, ImageLoadError):
+                yield index, key, None, str(source)
+                continue
+            try:
+                image = load_image(source, name=key)
+            except ImageLoadError as error:
+                yield index, key, None, str(error)
+                continue
+            yield index, key, self.image_processor(image, return_tensors="pt")["pixel_values"][0], None
+
+
+def _collate(items):
+    return items
+
+
 class Predictor:
     """
     Scores images with both heads of a DualSight model, in batches, in reduced precision where it is fast.
@@ -61,19 +152,25 @@ class Predictor:
         top_k (`int`, *optional*, defaults to 3): object labels per image.
         object_threshold (`float`, *optional*, defaults to 0.5): presence threshold of a multi-label object head.
         allow_pickle (`bool`, *optional*, defaults to `False`): accept pickle weights (see `loading.load_model`).
+        num_workers (`int`, *optional*): DataLoader worker processes for reading and preprocessing; defaults to 0
+            on machines with 2 cores or fewer (where workers compete with the model), else 2.
+        compile (`bool`, *optional*, defaults to `False`): `torch.compile` the model (slow start, faster steady
+            state).
 
     Example:
 
     ```python
     >>> from dualsight_hf.predict import Predictor
     >>> predictor = Predictor()  # the shipped default model
-    >>> results = predictor.predict_paths(["examples"])  # doctest: +SKIP
-    >>> results[0].label, results[0].objects  # doctest: +SKIP
+    >>> results = predictor.predict_paths(["examples"])
+    >>> sorted({r.label for r in results})
+    ['ai_generated', 'real']
     ```
     """
 
     def __init__(self, model: str | None = None, batch_size: int = 16, dtype: str = "auto", device: str | None = None,
-                 top_k: int = 3, object_threshold: float = 0.5, allow_pickle: bool = False):
+                 top_k: int = 3, object_threshold: float = 0.5, allow_pickle: bool = False,
+                 num_workers: int | None = None, compile: bool = False):
         from . import DEFAULT_MODEL_DIR
 
         model = str(model or DEFAULT_MODEL_DIR)
@@ -81,87 +178,183 @@ class Predictor:
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
         self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if compile else self.model
         self.image_processor = load_image_processor(model)
         self.batch_size = batch_size
         self.top_k = top_k
         self.object_threshold = object_threshold
+        self.num_workers = num_workers if num_workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
 
     @torch.inference_mode()
-    def predict_images(self, images: list) -> list[PredictionResult]:
-        """Score already loaded RGB images (`PIL.Image.Image`); results in input order, `path` left empty."""
-        pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]
+    def _score(self, pixel_values: torch.Tensor) -> list[dict]:
         pixel_values = pixel_values.to(self.device).contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else nullcontext())
         with autocast:
-            outputs = self.model(pixel_values=pixel_values)
+            outputs = self.forward(pixel_values=pixel_values)
         config = self.model.config
-        results = []
-        for index in range(len(images)):
-            authenticity = authenticity_predictions(outputs.logits[index], config)
-            objects = (object_predictions(outputs.object_logits[index], config, self.top_k, self.object_threshold)
+        scored = []
+        for row in range(pixel_values.shape[0]):
+            authenticity = authenticity_predictions(outputs.logits[row], config)
+            objects = (object_predictions(outputs.object_logits[row], config, self.top_k, self.object_threshold)
                        if outputs.object_logits is not None else [])
-            results.append(PredictionResult(path="", label=authenticity[0]["label"], score=authenticity[0]["score"],
-                                            authenticity=authenticity, objects=objects))
-        return results
+            scored.append({"label": authenticity[0]["label"], "score": authenticity[0]["score"],
+                           "authenticity": authenticity, "objects": objects})
+        return scored
 
-    def predict_paths(self, paths, progress: bool = True) -> list[PredictionResult]:
+    def predict_images(self, images: list) -> list[PredictionResult]:
+        """Score already loaded RGB images (`PIL.Image.Image`); results in input order, `path` left empty."""
+        pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]
+        return [PredictionResult(path="", index=i, **scored) for i, scored in enumerate(self._score(pixel_values))]
+
+    def stream(self, inputs, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
+               progress: bool = True):
         """
-        Score every image in `paths` (files and folders, walked recursively). A file that cannot be read gets a
-        result whose `error` names it and the cause; the rest of the batch is scored all the same.
+        Score a stream of inputs; yields one `PredictionResult` per input (this rank's share), in input order
+        within each batch of worker output.
+
+        Args:
+            inputs (`Callable[[], Iterable]`): makes the `(key, source)` stream, e.g.
+                `lambda: iter_inputs(["folder/"])`; called once per worker.
+            rank, world_size (`int`, *optional*): this process's share of the inputs.
+            skip (`frozenset[str]`, *optional*): keys to leave out (already scored).
+            progress (`bool`, *optional*, defaults to `True`): a progress bar with images per second.
         """
-        entries = list(iter_image_files(paths))
-        results: list[PredictionResult] = []
-        pending: list[tuple[str, object]] = []
-        bar = tqdm(total=len(entries), desc="predicting", unit="img", disable=not progress)
+        dataset = PreprocessedInputs(inputs, self.image_processor, rank, world_size, skip)
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=_collate, prefetch_factor=2 if self.num_workers else None)
+        with tqdm(desc="predicting", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+            for items in loader:
+                good = [item for item in items if item[2] is not None]
+                scored = iter(self._score(torch.stack([item[2] for item in good]))) if good else iter(())
+                for index, key, pixels, error in items:
+                    if pixels is None:
+                        yield PredictionResult(path=key, index=index, error=error)
+                    else:
+                        yield PredictionResult(path=key, index=index, **next(scored))
+                bar.update(len(items))
 
-        def flush():
-            if pending:
-                scored = self.predict_images([image for _, image in pending])
-                for (path, _), result in zip(pending, scored):
-                    result.path = path
-                    results.append(result)
-                bar.update(len(pending))
-                pending.clear()
-
-        for entry in entries:
-            if isinstance(entry, ImageLoadError):
-                results.append(PredictionResult(path=entry.source, error=str(entry)))
-                bar.update(1)
-                continue
-            try:
-                pending.append((str(entry), load_image(entry)))
-            except ImageLoadError as error:
-                results.append(PredictionResult(path=str(entry), error=str(error)))
-                bar.update(1)
-            if len(pending) >= self.batch_size:
-                flush()
-        flush()
-        bar.close()
-        order = {str(entry.source if isinstance(entry, ImageLoadError) else entry): i for i, entry in enumerate(entries)}
-        return sorted(results, key=lambda r: order.get(r.path, len(order)))
+    def predict_paths(self, paths, progress: bool = False) -> list[PredictionResult]:
+        """
+        Score every image in `paths` (files and folders, walked recursively), in input order. A file that cannot be
+        read gets a result whose `error` names it and the cause; the rest are scored all the same.
+        """
+        paths = [str(p) for p in paths]
+        results = list(self.stream(lambda: iter_inputs(paths), progress=progress))
+        return sorted(results, key=lambda r: r.index)
 
 
-def write_results(results: list[PredictionResult], handle, output_format: str = "table") -> None:
+def _csv_row(result: PredictionResult) -> list:
+    return [result.index, result.path, result.label or "", "" if result.score is None else f"{result.score:.6f}",
+            "; ".join(f"{o['label']}:{o['score']:.4f}" for o in result.objects),
+            json.dumps(result.authenticity) if result.authenticity else "", result.error or ""]
+
+
+CSV_HEADER = ["index", "path", "label", "score", "objects", "authenticity", "error"]
+
+
+def read_results(path) -> list[PredictionResult]:
+    """Results written earlier as JSON lines, a JSON array or CSV (for `--resume` and merging)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    if path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            return [PredictionResult(path=row["path"], index=int(row["index"]), label=row["label"] or None,
+                                     score=float(row["score"]) if row["score"] else None,
+                                     authenticity=json.loads(row["authenticity"]) if row["authenticity"] else [],
+                                     objects=[{"label": o.rsplit(":", 1)[0], "score": float(o.rsplit(":", 1)[1])}
+                                              for o in row["objects"].split("; ") if o],
+                                     error=row["error"] or None)
+                    for row in csv.DictReader(handle)]
+    text = path.read_text()
+    records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in
+                                                                      text.splitlines() if line.strip()]
+    return [PredictionResult(**record) for record in records]
+
+
+class ResultWriter:
     """
-    Write prediction results as an aligned `table`, a `json` array, or `csv` (one row per image: path, label,
-    score, objects as `name:score;...`, error).
+    Writes results in one of `OUTPUT_FORMATS`. `jsonl` and `csv` are written and flushed one result at a time;
+    `table` and `json` are written when the run ends, in input order.
+
+    Args:
+        handle: a text file (or standard output).
+        output_format (`str`): `table`, `json`, `jsonl` or `csv`.
+        header (`bool`, *optional*, defaults to `True`): write the CSV header (not when appending to a file).
     """
-    if output_format == "json":
-        json.dump([asdict(r) for r in results], handle, indent=2)
-        handle.write("\n")
-        return
-    rows = [(r.path, r.label or "", "" if r.score is None else f"{r.score:.4f}",
-             "; ".join(f"{o['label']}:{o['score']:.2f}" for o in r.objects), r.error or "") for r in results]
-    header = ("path", "label", "score", "objects", "error")
-    if output_format == "csv":
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-        return
-    shown = [(os.path.relpath(p) if p and os.path.isabs(p) else p, *rest) for p, *rest in rows]
-    widths = [max(len(str(row[i])) for row in [header, *shown]) for i in range(4)]
-    for row in [header, *shown]:
-        cells = [str(cell).ljust(width) for cell, width in zip(row[:4], widths)]
-        line = "  ".join(cells).rstrip()
-        handle.write((line + ("  ERROR " + row[4] if row[4] else "")).rstrip() + "\n")
+
+    def __init__(self, handle, output_format: str, header: bool = True):
+        self.handle, self.format, self.held = handle, output_format, []
+        if output_format == "csv":
+            self.csv = csv.writer(handle)
+            if header:
+                self.csv.writerow(CSV_HEADER)
+
+    def write(self, result: PredictionResult) -> None:
+        if self.format == "jsonl":
+            self.handle.write(json.dumps(asdict(result)) + "\n")
+        elif self.format == "csv":
+            self.csv.writerow(_csv_row(result))
+        else:
+            self.held.append(result)
+            return
+        self.handle.flush()
+
+    def close(self) -> None:
+        results = sorted(self.held, key=lambda r: r.index)
+        if self.format == "json":
+            json.dump([asdict(r) for r in results], self.handle, indent=2)
+            self.handle.write("\n")
+        elif self.format == "table":
+            write_table(results, self.handle)
+        self.handle.flush()
+
+
+def write_table(results: list[PredictionResult], handle) -> None:
+    """An aligned, human-readable table: path, label, score, objects; failed inputs show their error."""
+    rows = [(os.path.relpath(r.path) if os.path.isabs(r.path) else r.path, r.label or "-",
+             "" if r.score is None else f"{r.score:.3f}",
+             ", ".join(f"{o['label']} {o['score']:.2f}" for o in r.objects), r.error) for r in results]
+    header = ("path", "label", "score", "objects")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        if len(row) == 5 and row[4]:
+            handle.write(f"{str(row[0]).ljust(widths[0])}  ERROR {row[4]}\n")
+            continue
+        handle.write("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)) + "  " + str(row[3]) + "\n")
+
+
+def shard_path(output: Path, rank: int, world_size: int) -> Path:
+    return output.with_name(f"{output.name}.rank{rank}-of-{world_size}.jsonl")
+
+
+def merge_shards(output: Path, world_size: int, output_format: str, previous: list[PredictionResult],
+                 timeout: float = 3600.0) -> list[PredictionResult]:
+    """
+    Rank 0's last step: wait for every rank's shard to be complete, then write one output with the results of an
+    earlier run (`previous`, kept first) and every shard, each input once, in input order.
+    """
+    done = [shard_path(output, r, world_size).with_suffix(".done") for r in range(world_size)]
+    deadline = time.monotonic() + timeout
+    while not all(marker.exists() for marker in done):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{output}: not every rank finished within {timeout:.0f} s")
+        time.sleep(0.2)
+    seen = {r.path for r in previous}
+    fresh = []
+    for rank in range(world_size):
+        for result in read_results(shard_path(output, rank, world_size)):
+            if result.path not in seen:
+                seen.add(result.path)
+                fresh.append(result)
+    merged = previous + sorted(fresh, key=lambda r: r.index)
+    with output.open("w", newline="") as handle:
+        writer = ResultWriter(handle, output_format)
+        for result in merged:
+            writer.write(result)
+        writer.close()
+    for rank in range(world_size):
+        shard_path(output, rank, world_size).unlink()
+        done[rank].unlink()
+    return merged

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Throughput and memory of `dualsight predict` against the stock transformers pipeline and the forward-only ceiling.
+
+For each model (a ResNet-50 DualSight model with random weights, and the shipped default model), on the same folder
+of 512x512 JPEGs, interleaved over several rounds:
+
+1. baseline: `transformers.pipeline("image-classification")` (the stock `ImageClassificationPipeline`, same model and
+   processor, float32 as the pipeline loads it, `batch_size` set);
+2. `dualsight predict` with its defaults (the `Predictor` streaming the folder, results written as JSON lines);
+3. the model's forward alone on pre-made tensors, same batch size and dtype as 2 (the ceiling for end-to-end).
+
+Then peak resident memory of `dualsight predict` (a fresh process each) on N small and N large folders.
+Prints the ratios and writes everything to a JSON file with the machine it ran on.
+
+    python benchmarks/predict_throughput.py                       # full run (about 15 minutes on 2 CPU cores)
+    python benchmarks/predict_throughput.py --images 32 --rounds 1 --memory-images 50 500   # quick look
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
+
+from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
+from dualsight_hf.predict import Predictor, ResultWriter, iter_inputs, resolve_dtype
+from dualsight_hf.processing import image_processor_for_backbone, load_image_processor
+
+
+def make_jpegs(folder: Path, count: int, size: int = 512) -> Path:
+    """`count` distinct 512x512 photo-like JPEGs (smooth colour fields plus noise), made once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = len(list(folder.glob("*.jpg")))
+    rng = np.random.default_rng(0)
+    base = np.stack(np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size)), -1)
+    for i in range(existing, count):
+        colours = rng.random((3, 3))
+        image = (base[..., :1] * colours[0] + base[..., 1:] * colours[1] + colours[2]) / 2
+        image = np.clip(image * 255 + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"{i:06d}.jpg", quality=90)
+    return folder
+
+
+def resnet50_folder(folder: Path) -> Path:
+    """A ResNet-50 DualSight model with random weights (20 object classes) and its processor."""
+    if not (folder / "model.safetensors").exists():
+        torch.manual_seed(0)
+        model = DualSightForImageClassification(DualSightConfig(backbone_config=ResNetConfig(), num_object_labels=20))
+        model.save_pretrained(folder)
+        image_processor_for_backbone(model.config.backbone_config).save_pretrained(folder)
+    return folder
+
+
+def time_stock_pipeline(model_dir: Path, images: Path, batch_size: int) -> float:
+    model = load_model(str(model_dir)).eval()
+    classifier = pipeline("image-classification", model=model, image_processor=load_image_processor(str(model_dir)),
+                          pipeline_class=ImageClassificationPipeline, batch_size=batch_size)
+    files = sorted(str(p) for p in images.glob("*.jpg"))
+    start = time.perf_counter()
+    outputs = classifier(files, batch_size=batch_size)
+    elapsed = time.perf_counter() - start
+    assert len(outputs) == len(files)
+    return len(files) / elapsed
+
+
+def time_dualsight_predict(model_dir: Path, images: Path, batch_size: int, scratch: Path) -> float:
+    predictor = Predictor(str(model_dir), batch_size=batch_size)
+    start = time.perf_counter()
+    with open(scratch / "out.jsonl", "w") as handle:
+        writer = ResultWriter(handle, "jsonl")
+        count = 0
+        for result in predictor.stream(lambda: iter_inputs([images]), progress=False):
+            writer.write(result)
+            count += 1
+    return count / (time.perf_counter() - start)
+
+
+def time_forward_only(model_dir: Path, count: int, batch_size: int) -> float:
+    predictor = Predictor(str(model_dir), batch_size=batch_size)
+    crop = predictor.image_processor(Image.new("RGB", (512, 512)), return_tensors="pt")["pixel_values"].shape[-2:]
+    batch = torch.randn(batch_size, 3, *crop)
+    predictor._score(batch)  # warm-up
+    steps = max(1, count // batch_size)
+    start = time.perf_counter()
+    for _ in range(steps):
+        predictor._score(batch)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def peak_memory_mb(model_dir: Path, images: Path, batch_size: int, scratch: Path) -> float:
+    """Peak RSS of a fresh `dualsight predict` process over `images`."""
+    code = ("import resource, sys; from dualsight_hf.cli import main; rc = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", code, "predict", str(images), "--model", str(model_dir),
+                             "--batch-size", str(batch_size), "--output", str(scratch / "memory.jsonl")],
+                            capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1]) / 1024  # Linux reports kilobytes
+
+
+def machine() -> dict:
+    flags = ""
+    if Path("/proc/cpuinfo").exists():
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": model, "cores": os.cpu_count(), "amx": "amx_tile" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=128, help="512x512 JPEGs in the throughput folder")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--memory-images", type=int, nargs=2, default=(100, 10000), metavar=("SMALL", "LARGE"))
+    parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dualsight-benchmark"))
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "predict_throughput.json"))
+    args = parser.parse_args()
+
+    work = Path(args.work_dir)
+    images = make_jpegs(work / f"jpegs-{args.images}", args.images)
+    models = {"resnet50": resnet50_folder(work / "resnet50"), "default": Path(DEFAULT_MODEL_DIR)}
+    report = {"machine": machine(), "settings": vars(args), "models": {}}
+    dtype = str(resolve_dtype("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu")))
+    for name, model_dir in models.items():
+        runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": []}
+        for round_index in range(args.rounds):
+            runs["stock_pipeline"].append(time_stock_pipeline(model_dir, images, args.batch_size))
+            runs["dualsight_predict"].append(time_dualsight_predict(model_dir, images, args.batch_size, work))
+            runs["forward_only"].append(time_forward_only(model_dir, args.images, args.batch_size))
+            print(f"{name} round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.1f} img/s" for k, v in runs.items()),
+                  flush=True)
+        median = {k: statistics.median(v) for k, v in runs.items()}
+        report["models"][name] = {
+            "images_per_second": median, "all_rounds": runs, "dualsight_dtype": dtype,
+            "speedup_over_stock_pipeline": median["dualsight_predict"] / median["stock_pipeline"],
+            "fraction_of_forward_only": median["dualsight_predict"] / median["forward_only"],
+        }
+    small, large = args.memory_images
+    memory = {}
+    for count in (small, large):
+        folder = make_jpegs(work / f"jpegs-{count}", count)
+        memory[count] = peak_memory_mb(models["default"], folder, args.batch_size, work)
+        print(f"peak memory, default model, {count} images: {memory[count]:.0f} MB", flush=True)
+    report["peak_memory_mb"] = {"model": "default", **{str(k): v for k, v in memory.items()},
+                                "ratio_large_to_small": memory[large] / memory[small]}
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps({name: {k: round(v, 3) for k, v in m.items() if k.startswith(("speedup", "fraction"))}
+                      for name, m in report["models"].items()}, indent=2))
+    print(f"peak memory {large} vs {small} images: x{report['peak_memory_mb']['ratio_large_to_small']:.2f}")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""The `dualsight` command line: predict, train, pseudo-label."""
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from .images import ImageLoadError
+from .loading import UnsafeWeightsError
+from .predict import OUTPUT_FORMATS
+
+
+def _add_predict(subparsers):
+    parser = subparsers.add_parser("predict", help="score images with a DualSight model (both heads)")
+    parser.add_argument("paths", nargs="*", help="image files and folders (folders are walked recursively)")
+    parser.add_argument("--paths-from", default=None, help="text file with one image path per line")
+    parser.add_argument("--dataset", default=None, help="a datasets dataset (Hub id or save_to_disk folder)")
+    parser.add_argument("--dataset-split", default="train")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped default model)")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
+                        help="output format (default: from --output's suffix, else table)")
+    parser.add_argument("--output", default=None, help="write results to this file (jsonl and csv are written "
+                                                       "as they come) instead of standard output")
+    parser.add_argument("--resume", action="store_true", help="skip inputs that --output already holds")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    parser.add_argument("--top-k", type=int, default=3, help="object labels to report per image")
+    parser.add_argument("--object-threshold", type=float, default=0.5, help="multi-label object presence threshold")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="inference precision; auto picks bfloat16 where the hardware runs it fast")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--num-workers", type=int, default=None, help="image reading processes (default: 0 on "
+                                                                      "<= 2 cores, else 2)")
+    parser.add_argument("--num-processes", type=int, default=1, help="split the inputs over N processes (each "
+                                                                     "with its own model), merged into --output")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pth pickle weights (they can run "
+                                                                    "code when loaded); safetensors only by default")
+    parser.set_defaults(func=_run_predict)
+
+
+def _output_format(args) -> str:
+    if args.format:
+        return args.format
+    suffix = Path(args.output).suffix.lower() if args.output else ""
+    return {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(suffix, "table")
+
+
+def _spawn_processes(args, argv: list[str]) -> int:
+    """`--num-processes N`: run N copies of this command as ranks 0..N-1 and wait for them."""
+    import os
+    import subprocess
+
+    threads = max(1, (os.cpu_count() or 1) // args.num_processes)
+    children = [
+        subprocess.Popen([sys.executable, "-m", "dualsight_hf.cli", *argv],
+                         env={**os.environ, "RANK": str(rank), "WORLD_SIZE": str(args.num_processes),
+                              "OMP_NUM_THREADS": str(threads)})
+        for rank in range(args.num_processes)
+    ]
+    return max(child.wait() for child in children)
+
+
+def _run_predict(args) -> int:
+    import functools
+    import os
+
+    from .predict import Predictor, ResultWriter, iter_inputs, merge_shards, read_results, shard_path
+
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if args.num_processes > 1 and world_size == 1:
+        if not args.output:
+            raise SystemExit("dualsight: error: --num-processes needs --output (the merged result file)")
+        return _spawn_processes(args, args.argv)
+    if not (args.paths or args.paths_from or args.dataset):
+        raise SystemExit("dualsight: error: give image paths, --paths-from or --dataset")
+    output_format = _output_format(args)
+    output = Path(args.output) if args.output else None
+    if world_size > 1 and output is None:
+        raise SystemExit("dualsight: error: several processes need --output (the merged result file)")
+    previous = read_results(output) if args.resume and output else []
+    dataset = None
+    if args.dataset:
+        from .data import read_hub_dataset
+
+        dataset = read_hub_dataset(args.dataset, args.dataset_split, args.image_column, label_column=None)
+    inputs = functools.partial(iter_inputs, args.paths, args.paths_from, dataset, "image", args.dataset or "dataset")
+    predictor = Predictor(args.model, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                          top_k=args.top_k, object_threshold=args.object_threshold,
+                          allow_pickle=args.allow_pickle, num_workers=args.num_workers, compile=args.compile)
+    skip = frozenset(r.path for r in previous)
+    progress = rank == 0 and (output is not None or not sys.stdout.isatty())
+
+    if world_size > 1:
+        target, target_format, append = shard_path(output, rank, world_size), "jsonl", False
+    elif output is not None and output_format in ("jsonl", "csv"):
+        target, target_format, append = output, output_format, bool(previous)
+    else:
+        target, target_format, append = output, output_format, False
+    handle = target.open("a" if append else "w", newline="") if target else sys.stdout
+    failures = scored = 0
+    try:
+        writer = ResultWriter(handle, target_format, header=not append)
+        if target_format in ("json", "table"):
+            for result in previous:
+                writer.write(result)
+        for result in predictor.stream(inputs, rank, world_size, skip, progress=progress):
+            writer.write(result)
+            if result.error:
+                failures += 1
+                print(f"error: {result.error}", file=sys.stderr)
+            else:
+                scored += 1
+        writer.close()
+    finally:
+        if target:
+            handle.close()
+    if world_size > 1:
+        shard_path(output, rank, world_size).with_suffix(".done").touch()
+        if rank == 0:
+            merged = merge_shards(output, world_size, output_format, previous)
+            new = merged[len(previous):]
+            failures, scored = sum(bool(r.error) for r in new), sum(not r.error for r in new)
+    if rank == 0:
+        print(f"{scored} scored, {failures} failed" + (f", {len(previous)} kept from the earlier run"
+                                                       if previous else ""), file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _add_pseudo_label(subparsers):
+    parser = subparsers.add_parser("pseudo-label", help="label the objects in a dataset with a detection or "
+                                                         "segmentation model")
+    parser.add_argument("--data", required=True, help="image folder, manifest (.csv/.json) or datasets dataset")
+    parser.add_argument("--model", required=True, help="image-segmentation, object-detection or "
+                                                       "image-classification model (folder or Hub id)")
+    parser.add_argument("--out", required=True, help="CSV to write: path,objects (objects as a JSON list)")
+    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--min-area", type=float, default=0.01, help="segmentation: minimum area fraction")
+    parser.add_argument("--combination", action="store_true", help="the original DualSight's single combination "
+                                                                   "label ('cup, person') instead of a list")
+    parser.add_argument("--category-map", default=None, help="JSON file: category -> labels, used instead of the "
+                                                             "model for rows with a known category")
+    parser.add_argument("--category-column", default="category")
+    parser.add_argument("--min-size", type=int, default=0, help="leave images smaller than this unlabelled")
+    parser.add_argument("--cache", default=None, help="JSON-lines cache (default: OUT with .cache.jsonl)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.set_defaults(func=_run_pseudo_label)
+
+
+def _run_pseudo_label(args) -> int:
+    from .data import load_examples
+    from .pseudo_label import PseudoLabeler, PseudoLabelSettings, label_examples
+
+    table = load_examples(args.data)
+    settings = PseudoLabelSettings(args.score_threshold, args.min_area, args.combination)
+    cache = args.cache or str(Path(args.out).with_suffix(".cache.jsonl"))
+    labeler = PseudoLabeler(args.model, settings, cache_file=cache, batch_size=args.batch_size)
+    category_map = json.loads(Path(args.category_map).read_text()) if args.category_map else None
+    labels = label_examples(table, labeler, category_map, args.category_column, args.min_size)
+    paths = table["path"] if "path" in table.column_names else table["image"]
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "objects"])
+        for path, objects in zip(paths, labels):
+            if objects is not None:
+                writer.writerow([path, json.dumps(objects)])
+    known = sum(objects is not None for objects in labels)
+    print(f"{known} of {len(labels)} images labelled -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _add_train(subparsers):
+    parser = subparsers.add_parser("train", help="fine-tune a DualSight model (arguments as train.py takes them)",
+                                   add_help=False)
+    parser.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .training import main
+
+    return main(args.rest)
+
+
+def _add_push(subparsers):
+    parser = subparsers.add_parser("push", help="publish a trained model folder to the Hugging Face Hub")
+    add_push_arguments(parser)
+    parser.set_defaults(func=run_push)
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `dualsight push` and `push_to_hub.py`."""
+    parser.add_argument("model_dir", help="trained model folder (e.g. a train.py output folder)")
+    parser.add_argument("repo_id", help="Hub repository, e.g. my-org/dualsight-mobilenet")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--branch", default=None, help="branch to commit to (created if missing); default main")
+    parser.add_argument("--commit-message", default="Upload DualSight model")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeat)")
+    parser.add_argument("--base-model", default=None, help="Hub id of the pretrained backbone")
+    parser.add_argument("--dry-run", action="store_true", help="write the folder that would be uploaded and list "
+                                                               "it; no network")
+    parser.add_argument("--out", default=None, help="staging folder (default: a hub-staging/ folder beside "
+                                                    "model_dir)")
+
+
+def run_push(args) -> int:
+    from .hub import push_model, stage_repo_folder
+
+    staging = Path(args.out) if args.out else Path(args.model_dir).resolve().parent / "hub-staging" / \
+        args.repo_id.replace("/", "--")
+    card = {"license": args.license, "datasets": args.dataset, "base_model": args.base_model}
+    if args.dry_run:
+        files = stage_repo_folder(args.model_dir, staging, args.repo_id, **card)
+        width = max(len(name) for name, _ in files)
+        for name, size in files:
+            print(f"{name.ljust(width)}  {size:>12,d} bytes")
+        print(f"{len(files)} files, {sum(size for _, size in files):,d} bytes in {staging} (dry run: nothing "
+              "uploaded)")
+        return 0
+    commit = push_model(args.model_dir, args.repo_id, staging, private=args.private, branch=args.branch,
+                        commit_message=args.commit_message, token=args.token, **card)
+    print(commit.commit_url)
+    return 0
+
+
+def _add_convert(subparsers):
+    parser = subparsers.add_parser("convert-dualsight", help="convert the original DualSight checkpoint")
+    parser.add_argument("--weights", required=True, help="the original .pth state dict (read with weights_only)")
+    parser.add_argument("--mapping", required=True, help="obj_label_mapping.json of the original")
+    parser.add_argument("--out", required=True, help="folder for the converted DualSight HF model")
+    parser.set_defaults(func=_run_convert)
+
+
+def _run_convert(args) -> int:
+    from .convert import convert_original_dualsight
+
+    model = convert_original_dualsight(args.weights, args.mapping, args.out)
+    print(f"converted: {model.config.num_object_labels} object classes, authenticity "
+          f"{list(model.config.id2label.values())} -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _add_export(subparsers):
+    parser = subparsers.add_parser("export", help="export a model (both heads) to ONNX")
+    parser.add_argument("--format", choices=("onnx",), default="onnx")
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped default model)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from . import DEFAULT_MODEL_DIR
+    from .export import export_onnx
+    from .loading import load_model
+    from .processing import load_image_processor
+
+    name = str(args.model or DEFAULT_MODEL_DIR)
+    processor = load_image_processor(name)
+    crop = getattr(processor, "crop_size", None) or processor.size
+    size = (crop.height, crop.width) if getattr(crop, "height", None) else (crop.shortest_edge, crop.shortest_edge)
+    path = export_onnx(load_model(name), args.out, size, args.opset)
+    print(f"wrote {path} (input pixel_values: batch x 3 x {size[0]} x {size[1]})", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dualsight", description="DualSight: AI-generated vs real images, and "
+                                                                   "the objects in them")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_predict(subparsers)
+    _add_pseudo_label(subparsers)
+    _add_train(subparsers)
+    _add_push(subparsers)
+    _add_convert(subparsers)
+    _add_export(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv and argv[0] == "train":
+        args = argparse.Namespace(func=_run_train, rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+        args.argv = argv
+    try:
+        return args.func(args)
+    except (ImageLoadError, UnsafeWeightsError, FileNotFoundError) as error:
+        # a bad model path or input the user can fix: one line, no traceback
+        print(f"dualsight: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

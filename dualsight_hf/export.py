@@ -1,0 +1,47 @@
+"""Export DualSight models to ONNX: both heads, dynamic batch size."""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class _BothHeads(nn.Module):
+    """Plain-tensor outputs for tracing: `(logits, object_logits)`, or `(logits,)` without an object head."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        outputs = self.model(pixel_values=pixel_values, return_dict=True)
+        if outputs.object_logits is None:
+            return (outputs.logits,)
+        return outputs.logits, outputs.object_logits
+
+
+def export_onnx(model, path, image_size: tuple[int, int] = (224, 224), opset: int = 17) -> Path:
+    """
+    Write an ONNX model of both heads.
+
+    Inputs: `pixel_values` (float32, `(batch, 3, height, width)`, as the model's image processor makes them).
+    Outputs: `logits` (authenticity) and, with an object head, `object_logits`; the batch axis is dynamic.
+
+    Args:
+        model ([`DualSightForImageClassification`]): the model (exported in float32, eval mode).
+        path (`str` or `Path`): the `.onnx` file to write.
+        image_size (`tuple[int, int]`, *optional*, defaults to `(224, 224)`): height and width of the input.
+        opset (`int`, *optional*, defaults to 17): ONNX opset.
+
+    Returns:
+        `Path` of the written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = _BothHeads(model.float()).eval()  # the exporter restores the wrapper's mode afterwards
+    dummy = torch.zeros(2, 3, *image_size)
+    names = ["logits"] + (["object_logits"] if model.config.num_object_labels else [])
+    torch.onnx.export(wrapper, (dummy,), str(path), input_names=["pixel_values"], output_names=names,
+                      dynamic_axes={"pixel_values": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                      opset_version=opset, dynamo=False)
+    return path

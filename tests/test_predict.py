@@ -1,0 +1,176 @@
+"""Batch prediction: streaming with bounded read-ahead, output formats, resume, several processes, dtypes, ONNX."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, random_image, shared_path
+from dualsight_hf.cli import main
+from dualsight_hf.predict import Predictor, iter_inputs, read_results
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir):
+    return Predictor(str(tiny_model_dir), batch_size=4, num_workers=0)
+
+
+@pytest.fixture
+def many_images(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(10):
+        random_image(40, 30, seed=i).save(folder / f"{i:02d}.png")
+    (folder / "05-broken.jpg").write_bytes(b"<html>")
+    return folder
+
+
+def test_stream_reads_ahead_by_at_most_a_batch(predictor):
+    consumed = []
+
+    def endless():
+        index = 0
+        while True:
+            consumed.append(index)
+            yield f"generated-{index}", random_image(20, 20, seed=index)
+            index += 1
+
+    results = []
+    for result in predictor.stream(endless, progress=False):
+        results.append(result)
+        assert len(consumed) <= len(results) + predictor.batch_size
+        if len(results) == 10:
+            break
+    assert [r.path for r in results] == [f"generated-{i}" for i in range(10)]
+    assert all(r.label in {"real", "ai_generated"} for r in results)
+
+
+def test_stream_with_worker_processes_keeps_every_input_once(tiny_model_dir, many_images):
+    workers = Predictor(str(tiny_model_dir), batch_size=3, num_workers=2)
+    results = list(workers.stream(lambda: iter_inputs([many_images]), progress=False))
+    assert sorted(r.index for r in results) == list(range(11))
+    assert sum(bool(r.error) for r in results) == 1
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_every_output_format(capsys, tiny_model_dir, many_images, fmt):
+    code = main(["predict", str(many_images), "--model", str(tiny_model_dir), "--format", fmt])
+    out = capsys.readouterr().out
+    assert code == 1  # the broken file
+    if fmt == "json":
+        rows = json.loads(out)
+    elif fmt == "jsonl":
+        rows = [json.loads(line) for line in out.splitlines()]
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+    else:
+        lines = out.splitlines()
+        assert lines[0].split()[:3] == ["path", "label", "score"] and len(lines) == 12
+        assert "05-broken.jpg  ERROR" in out and "not an image: the file holds HTML" in out
+        return
+    assert len(rows) == 11 and [int(r["index"]) for r in rows] == list(range(11))
+    broken = [r for r in rows if r["path"].endswith("05-broken.jpg")][0]
+    assert "HTML" in broken["error"] and not broken["label"]
+
+
+def test_resume_scores_only_new_inputs(capsys, tiny_model_dir, many_images, tmp_path):
+    output = tmp_path / "results.jsonl"
+    assert main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output)]) == 1
+    first = read_results(output)
+    random_image(40, 30, seed=99).save(many_images / "99.png")
+    capsys.readouterr()
+    assert main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output),
+                 "--resume"]) == 0
+    assert "1 scored, 0 failed, 11 kept from the earlier run" in capsys.readouterr().err
+    again = read_results(output)
+    assert len(again) == 12 and len({r.path for r in again}) == 12
+    assert [r.path for r in again[:11]] == [r.path for r in first]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_resume_with_other_formats(tiny_model_dir, many_images, tmp_path, suffix):
+    output = tmp_path / f"results{suffix}"
+    main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output)])
+    random_image(40, 30, seed=98).save(many_images / "98.png")
+    main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output), "--resume"])
+    results = read_results(output)
+    assert len(results) == 12 and len({r.path for r in results}) == 12
+
+
+def test_paths_from_file_and_dataset_inputs(capsys, tiny_model_dir, many_images, tmp_path):
+    listing = tmp_path / "paths.txt"
+    listing.write_text(f"# two files\n{many_images / '00.png'}\n\n{many_images / '01.png'}\n")
+    assert main(["predict", "--paths-from", str(listing), "--model", str(tiny_model_dir), "--format",
+                 "jsonl"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    import datasets
+
+    table = datasets.Dataset.from_dict({"image": [random_image(seed=i) for i in range(3)], "label": [0, 1, 0]},
+                                       features=datasets.Features({"image": datasets.Image(),
+                                                                   "label": datasets.Value("int64")}))
+    table.save_to_disk(tmp_path / "ds")
+    assert main(["predict", "--dataset", str(tmp_path / "ds"), "--model", str(tiny_model_dir), "--format",
+                 "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in rows] == [f"{tmp_path / 'ds'}:{i}" for i in range(3)]
+
+
+def test_two_processes_merge_one_output_without_duplicates_or_gaps(tiny_model_dir, many_images, tmp_path):
+    output = tmp_path / "merged.jsonl"
+    result = subprocess.run([sys.executable, "-m", "dualsight_hf.cli", "predict", str(many_images), "--model",
+                             str(tiny_model_dir), "--output", str(output), "--num-processes", "2",
+                             "--batch-size", "2"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 1, result.stderr[-2000:]  # one broken file
+    merged = read_results(output)
+    assert [r.index for r in merged] == list(range(11))
+    assert len({r.path for r in merged}) == 11
+    assert not list(tmp_path.glob("merged.jsonl.rank*"))
+    single = Predictor(str(tiny_model_dir), num_workers=0).predict_paths([many_images])
+    for a, b in zip(merged, single):
+        assert a.path == b.path and a.label == b.label
+        if a.score is not None:
+            assert a.score == pytest.approx(b.score, abs=1e-3)
+
+
+def test_bfloat16_agrees_with_float32_on_the_shared_test_images():
+    """Reduced precision must not change the answers: >= 99.5% same decisions, AUROC within 0.002."""
+    from sklearn.metrics import roc_auc_score
+
+    from dualsight_hf import DEFAULT_MODEL_DIR
+    from dualsight_hf.data import load_examples, split_examples
+
+    manifest = shared_path("data", "real-vs-ai", "manifest.csv")
+    test = split_examples(load_examples(str(manifest)), 0.15, 0.15, 42, "source")["test"].with_format(None)
+    labels = np.array([1 if label == "fake" else 0 for label in test["label"]])
+    scores = {}
+    for dtype in ("float32", "bfloat16"):
+        predictor = Predictor(str(DEFAULT_MODEL_DIR), batch_size=32, dtype=dtype)
+        results = predictor.predict_paths(test["image"])
+        scores[dtype] = np.array([next(a["score"] for a in r.authenticity if a["label"] == "ai_generated")
+                                  for r in results])
+    agreement = ((scores["float32"] >= 0.5) == (scores["bfloat16"] >= 0.5)).mean()
+    auroc = {dtype: roc_auc_score(labels, s) for dtype, s in scores.items()}
+    assert agreement >= 0.995, agreement
+    assert abs(auroc["float32"] - auroc["bfloat16"]) <= 0.002, auroc
+
+
+def test_onnx_export_matches_pytorch(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime: pip install dualsight-hf[export]")
+    from dualsight_hf import DEFAULT_MODEL_DIR, load_image_processor, load_model
+
+    assert main(["export", "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    processor = load_image_processor(str(DEFAULT_MODEL_DIR))
+    images = [random_image(300, 200, seed=i) for i in range(3)]
+    pixels = processor(images, return_tensors="pt")["pixel_values"]
+    logits, object_logits = session.run(None, {"pixel_values": pixels.numpy()})
+    model = load_model(str(DEFAULT_MODEL_DIR)).eval()
+    with torch.no_grad():
+        expected = model(pixels)
+    np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-3)
+    np.testing.assert_allclose(object_logits, expected.object_logits.numpy(), atol=1e-3)
