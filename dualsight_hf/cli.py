@@ -35,6 +35,8 @@ def _add_predict(subparsers):
     parser.add_argument("--num-processes", type=int, default=1, help="split the inputs over N processes (each "
                                                                      "with its own model), merged into --output")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--uncertain-band", type=float, default=None, help="label results 'uncertain' when the "
+                        "calibrated probability is this close to the threshold (default: the model's setting)")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pth pickle weights (they can run "
                                                                     "code when loaded); safetensors only by default")
     parser.set_defaults(func=_run_predict)
@@ -88,7 +90,8 @@ def _run_predict(args) -> int:
     inputs = functools.partial(iter_inputs, args.paths, args.paths_from, dataset, "image", args.dataset or "dataset")
     predictor = Predictor(args.model, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                           top_k=args.top_k, object_threshold=args.object_threshold,
-                          allow_pickle=args.allow_pickle, num_workers=args.num_workers, compile=args.compile)
+                          allow_pickle=args.allow_pickle, num_workers=args.num_workers, compile=args.compile,
+                          uncertain_band=args.uncertain_band)
     skip = frozenset(r.path for r in previous)
     progress = rank == 0 and (output is not None or not sys.stdout.isatty())
 
@@ -266,6 +269,82 @@ def _run_export(args) -> int:
     return 0
 
 
+def _add_evaluation_data(parser):
+    parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
+    parser.add_argument("--data", required=True, help="image folder, manifest or datasets dataset")
+    parser.add_argument("--validation-size", type=float, default=0.15)
+    parser.add_argument("--test-size", type=float, default=0.15)
+    parser.add_argument("--split-seed", type=int, default=42)
+    parser.add_argument("--stratify-by", default="source", help="split stratification column, as in training")
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def _evaluation_data(args, split: str):
+    from .evaluation import EvaluationData
+
+    return EvaluationData(args.data, split, args.validation_size, args.test_size, args.split_seed,
+                          args.stratify_by)
+
+
+def _add_evaluate(subparsers):
+    parser = subparsers.add_parser("evaluate", help="metrics per group, under degradations, calibration, "
+                                                    "uncertain band: a Markdown/JSON/PNG report")
+    _add_evaluation_data(parser)
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test", "all"))
+    parser.add_argument("--perturb", action="append", default=None, metavar="NAME[:LEVEL,...]",
+                        help="degradation and levels, e.g. jpeg:95,75,50 downscale:0.5 blur:1,2 crop:0.5 noise:5 "
+                             "(repeat; default: all of them at their default levels; 'none' for clean only)")
+    parser.add_argument("--group-by", default="source", help="column to report metrics by")
+    parser.add_argument("--out", default="evaluation", help="report folder")
+    parser.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .degradations import DEFAULT_LEVELS, parse_perturbation
+    from .evaluation import default_device_predictor, evaluate, write_report
+
+    specs = args.perturb or list(DEFAULT_LEVELS)
+    perturbations = [] if specs == ["none"] else [p for spec in specs for p in parse_perturbation(spec)]
+    predictor = default_device_predictor(args.model, args.batch_size)
+    examples = _evaluation_data(args, args.split).load(predictor.model.config)
+    result = evaluate(predictor, examples, perturbations, args.group_by)
+    out = write_report(result, args.out, title=f"Evaluation on the {args.split} split of {Path(args.data).name}")
+    print((out / "report.md").read_text())
+    print(f"report written to {out}", file=sys.stderr)
+    return 0
+
+
+def _add_calibrate(subparsers):
+    parser = subparsers.add_parser("calibrate", help="fit temperature scaling (and a threshold, an uncertain "
+                                                     "band) on a validation split and store them in the model")
+    _add_evaluation_data(parser)
+    parser.add_argument("--split", default="validation", choices=("train", "validation", "test", "all"))
+    parser.add_argument("--target-fpr", type=float, default=None, help="choose the decision threshold so that at "
+                                                                      "most this fraction of real images is flagged")
+    parser.add_argument("--uncertain-band", type=float, default=None, help="store this uncertain band")
+    parser.add_argument("--out", default=None, help="write the calibrated model here (default: update --model in "
+                                                    "place)")
+    parser.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args) -> int:
+    import shutil
+
+    from . import DEFAULT_MODEL_DIR
+    from .calibration import calibrate_model
+    from .evaluation import default_device_predictor
+
+    source = Path(args.model or DEFAULT_MODEL_DIR)
+    target = Path(args.out) if args.out else source
+    if target != source:
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    predictor = default_device_predictor(str(target), args.batch_size)
+    examples = _evaluation_data(args, args.split).load(predictor.model.config)
+    summary = calibrate_model(predictor, examples, target, args.target_fpr, args.uncertain_band)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualsight", description="DualSight: AI-generated vs real images, and "
                                                                    "the objects in them")
@@ -276,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_push(subparsers)
     _add_convert(subparsers)
     _add_export(subparsers)
+    _add_evaluate(subparsers)
+    _add_calibrate(subparsers)
     return parser
 
 

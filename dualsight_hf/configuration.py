@@ -50,6 +50,15 @@ class DualSightConfig(PreTrainedConfig):
             train (the recipe of the DenseNet and "Reality Check" model cards).
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of the head weights.
+        temperature (`float`, *optional*, defaults to 1.0):
+            Authenticity logits are divided by this before the softmax in every reported probability (temperature
+            scaling, fitted by `dualsight calibrate`); the logits themselves are unchanged.
+        decision_threshold (`float`, *optional*):
+            Two-class models: the calibrated probability of class 1 (`ai_generated`) at or above which the decision
+            is class 1, e.g. chosen for a target false-positive rate on real images. `None` means 0.5.
+        uncertain_band (`float`, *optional*, defaults to 0.0):
+            Two-class models: a decision whose class-1 probability lies within this distance of the threshold is
+            reported as `"uncertain"`. 0 turns the band off.
 
     Example:
 
@@ -87,6 +96,9 @@ class DualSightConfig(PreTrainedConfig):
     classifier_dropout: float = 0.0
     freeze_backbone: bool = False
     initializer_range: float = 0.02
+    temperature: float = 1.0
+    decision_threshold: float | None = None
+    uncertain_band: float = 0.0
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:
@@ -119,6 +131,12 @@ class DualSightConfig(PreTrainedConfig):
                 )
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.decision_threshold is not None and not 0.0 < self.decision_threshold < 1.0:
+            raise ValueError(f"decision_threshold must be in (0, 1), got {self.decision_threshold}")
+        if not 0.0 <= self.uncertain_band < 0.5:
+            raise ValueError(f"uncertain_band must be in [0, 0.5), got {self.uncertain_band}")
 
 
 __all__ = ["DualSightConfig"]

@@ -50,21 +50,48 @@ def plot_roc_curve(logits: np.ndarray, labels: np.ndarray, path, positive_label:
     return _save(figure, path)
 
 
-def plot_reliability_diagram(logits: np.ndarray, labels: np.ndarray, path, num_bins: int = 15,
-                             title: str = "Reliability") -> Path:
-    """Accuracy against confidence of the predicted authenticity class, per confidence bin."""
-    probabilities = softmax(logits)
+def _reliability_axis(axis, probabilities: np.ndarray, labels: np.ndarray, title: str, num_bins: int) -> None:
     confidence = probabilities.max(-1)
     correct = probabilities.argmax(-1) == np.asarray(labels)
     edges = np.linspace(0, 1, num_bins + 1)
     bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, num_bins - 1)
-    centres = (edges[:-1] + edges[1:]) / 2
     accuracy = [correct[bins == b].mean() if (bins == b).any() else np.nan for b in range(num_bins)]
-    figure, axis = plt.subplots(figsize=(4.5, 4))
-    axis.bar(centres, accuracy, width=1 / num_bins, edgecolor="black", alpha=0.7, label="accuracy")
+    axis.bar((edges[:-1] + edges[1:]) / 2, accuracy, width=1 / num_bins, edgecolor="black", alpha=0.7,
+             label="accuracy")
     axis.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect calibration")
     axis.set(xlabel="confidence", ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+
+
+def plot_reliability_diagram(logits: np.ndarray, labels: np.ndarray, path, num_bins: int = 15,
+                             title: str = "Reliability") -> Path:
+    """Accuracy against confidence of the predicted authenticity class, per confidence bin."""
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    _reliability_axis(axis, softmax(logits), labels, title, num_bins)
     axis.legend()
+    return _save(figure, path)
+
+
+def plot_reliability_comparison(logits: np.ndarray, labels: np.ndarray, temperature: float, path,
+                                num_bins: int = 15) -> Path:
+    """Reliability diagrams before (T = 1) and after temperature scaling, side by side."""
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4))
+    _reliability_axis(axes[0], softmax(np.asarray(logits)), labels, "before calibration", num_bins)
+    _reliability_axis(axes[1], softmax(np.asarray(logits) / temperature), labels,
+                      f"after (T = {temperature:.2f})", num_bins)
+    return _save(figure, path)
+
+
+def plot_degradations(rows: list[dict], path) -> Path:
+    """Accuracy (at the model's threshold) and AUROC per degradation level, from `evaluation.evaluate`."""
+    figure, (accuracy_axis, auroc_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(row["degradation"] for row in rows):
+        chosen = [row for row in rows if row["degradation"] == name]
+        levels = [f"{row['level']:g}" for row in chosen]
+        accuracy_axis.plot(levels, [row["accuracy_at_threshold"] for row in chosen], "o-", label=name)
+        auroc_axis.plot(levels, [row["auroc"] for row in chosen], "o-", label=name)
+    accuracy_axis.set(title="Accuracy under degradation", xlabel="level", ylabel="accuracy", ylim=(0, 1.02))
+    auroc_axis.set(title="AUROC under degradation", xlabel="level", ylabel="AUROC", ylim=(0, 1.02))
+    accuracy_axis.legend()
     return _save(figure, path)
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .images import ImageLoadError, iter_image_files, load_image
 from .loading import load_model
-from .pipeline import authenticity_predictions, object_predictions
+from .pipeline import authenticity_decision, authenticity_predictions, object_predictions
 from .processing import load_image_processor
 
 OUTPUT_FORMATS = ("table", "json", "jsonl", "csv")
@@ -35,8 +35,9 @@ class PredictionResult:
     Args:
         path (`str`): the input: a file path, or `dataset:split:row` for a `datasets` row.
         index (`int`): position of the input in the run's input order.
-        label (`str`, *optional*): the most likely authenticity class.
-        score (`float`, *optional*): its probability.
+        label (`str`, *optional*): the authenticity decision: a class, or `"uncertain"` inside the model's
+            uncertain band (see `pipeline.authenticity_decision`).
+        score (`float`, *optional*): its calibrated probability (for `"uncertain"`: that of class 1).
         authenticity (`list[dict]`): every authenticity class with its probability, best first.
         objects (`list[dict]`): the object head's top classes with scores (empty without an object head).
         error (`str`, *optional*): the one-line reason when the input could not be scored; the other fields are
@@ -156,6 +157,8 @@ class Predictor:
             on machines with 2 cores or fewer (where workers compete with the model), else 2.
         compile (`bool`, *optional*, defaults to `False`): `torch.compile` the model (slow start, faster steady
             state).
+        uncertain_band (`float`, *optional*): overrides the model's `uncertain_band`: results whose calibrated
+            class-1 probability is this close to the decision threshold get the label `"uncertain"`.
 
     Example:
 
@@ -170,7 +173,7 @@ class Predictor:
 
     def __init__(self, model: str | None = None, batch_size: int = 16, dtype: str = "auto", device: str | None = None,
                  top_k: int = 3, object_threshold: float = 0.5, allow_pickle: bool = False,
-                 num_workers: int | None = None, compile: bool = False):
+                 num_workers: int | None = None, compile: bool = False, uncertain_band: float | None = None):
         from . import DEFAULT_MODEL_DIR
 
         model = str(model or DEFAULT_MODEL_DIR)
@@ -178,28 +181,35 @@ class Predictor:
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.compiled = torch.compile(self.model) if compile else self.model
         self.image_processor = load_image_processor(model)
         self.batch_size = batch_size
         self.top_k = top_k
         self.object_threshold = object_threshold
+        self.uncertain_band = uncertain_band
         self.num_workers = num_workers if num_workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
 
     @torch.inference_mode()
-    def _score(self, pixel_values: torch.Tensor) -> list[dict]:
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Authenticity and object logits (float32, on the CPU) of a batch made by the image processor."""
         pixel_values = pixel_values.to(self.device).contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else nullcontext())
         with autocast:
-            outputs = self.forward(pixel_values=pixel_values)
+            outputs = self.compiled(pixel_values=pixel_values)
+        object_logits = outputs.object_logits.float().cpu() if outputs.object_logits is not None else None
+        return outputs.logits.float().cpu(), object_logits
+
+    def _score(self, pixel_values: torch.Tensor) -> list[dict]:
+        logits, object_logits = self.forward(pixel_values)
         config = self.model.config
         scored = []
-        for row in range(pixel_values.shape[0]):
-            authenticity = authenticity_predictions(outputs.logits[row], config)
-            objects = (object_predictions(outputs.object_logits[row], config, self.top_k, self.object_threshold)
-                       if outputs.object_logits is not None else [])
-            scored.append({"label": authenticity[0]["label"], "score": authenticity[0]["score"],
-                           "authenticity": authenticity, "objects": objects})
+        for row in range(logits.shape[0]):
+            label, score = authenticity_decision(logits[row], config, self.uncertain_band)
+            objects = (object_predictions(object_logits[row], config, self.top_k, self.object_threshold)
+                       if object_logits is not None else [])
+            scored.append({"label": label, "score": score, "objects": objects,
+                           "authenticity": authenticity_predictions(logits[row], config)})
         return scored
 
     def predict_images(self, images: list) -> list[PredictionResult]:

@@ -50,8 +50,9 @@ def test_objects_head_multi_label_threshold_and_top_k(classifier, tiny_model_dir
 
 def test_both_heads(classifier, image_dir):
     result = classifier(str(image_dir / "a.jpg"), head="both", object_threshold=0.0)
-    assert set(result) == {"authenticity", "objects"}
+    assert set(result) == {"authenticity", "objects", "decision"}
     assert len(result["authenticity"]) == 2 and len(result["objects"]) == 3
+    assert result["decision"] == result["authenticity"][0]["label"]  # uncalibrated: threshold 0.5, no band
 
 
 def test_input_forms_and_batching_agree(classifier, image_dir):

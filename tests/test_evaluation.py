@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import random_image, save_tiny_model
+from dualsight_hf import DualSightConfig, load_pipeline
+from dualsight_hf.cli import main
+from dualsight_hf.evaluation import EvaluationData, default_device_predictor, evaluate
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory):
+    """12 images in two sources, half of each class."""
+    root = tmp_path_factory.mktemp("evaldata")
+    rows = ["path,label,source"]
+    for i in range(12):
+        name = f"{i}.png"
+        random_image(48, 40, seed=100 + i).save(root / name)
+        rows.append(f"{name},{'fake' if i % 2 else 'real'},{'a' if i < 6 else 'b'}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return save_tiny_model(tmp_path / "model", seed=3)
+
+
+def test_grouped_metrics_and_degradations_by_hand(small_manifest, model_dir):
+    predictor = default_device_predictor(str(model_dir), batch_size=4)
+    examples = EvaluationData(str(small_manifest), split="all").load(predictor.model.config)
+    result = evaluate(predictor, examples, [("jpeg", 50.0), ("crop", 0.5)], group_by="source", progress=False)
+    logits, labels = np.array(result["raw_logits"]), np.array(result["labels"])
+    assert labels.tolist() == [0, 1] * 6
+    decisions = (logits[:, 1] > logits[:, 0]).astype(int)  # temperature 1, threshold 0.5
+    for group, rows in (("a", slice(0, 6)), ("b", slice(6, 12))):
+        expected = (decisions[rows] == labels[rows]).mean()
+        assert result["clean"]["by_source"][group]["accuracy_at_threshold"] == pytest.approx(expected)
+        assert result["clean"]["by_source"][group]["count"] == 6
+    assert result["clean"]["calibrated"]["accuracy_at_threshold"] == pytest.approx((decisions == labels).mean())
+    assert [(d["degradation"], d["level"]) for d in result["degradations"]] == [("jpeg", 50.0), ("crop", 0.5)]
+    again = evaluate(predictor, examples, [("jpeg", 50.0)], progress=False)
+    assert again["degradations"][0] == result["degradations"][0]  # deterministic
+
+
+def test_evaluate_and_calibrate_commands_write_reports(small_manifest, model_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(small_manifest), "--split", "all",
+                 "--perturb", "jpeg:75", "--perturb", "blur:2", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "| jpeg 75 |" in report and "| blur 2 |" in report and "per source" in report
+    assert "Uncertain band" in report
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["count"] == 12 and len(results["degradations"]) == 2
+    for plot in ("degradations.png", "reliability.png"):
+        assert Image.open(out / plot).size[0] > 100
+
+    calibrated = tmp_path / "calibrated"
+    assert main(["calibrate", "--model", str(model_dir), "--data", str(small_manifest), "--split", "all",
+                 "--target-fpr", "0.2", "--uncertain-band", "0.05", "--out", str(calibrated)]) == 0
+    assert '"temperature"' in capsys.readouterr().out
+    summary = json.loads((calibrated / "evaluation" / "calibration.json").read_text())
+    config = DualSightConfig.from_pretrained(calibrated)
+    assert config.temperature == pytest.approx(summary["temperature"]) and config.temperature != 1.0
+    assert config.decision_threshold == pytest.approx(summary["decision_threshold"])
+    assert config.uncertain_band == 0.05
+    assert (calibrated / "evaluation" / "calibration.png").exists()
+    assert json.loads((model_dir / "config.json").read_text()).get("temperature", 1.0) == 1.0  # source untouched
+    classifier = load_pipeline(calibrated)
+    result = classifier(str(small_manifest.parent / "0.png"), head="both")
+    assert result["decision"] in {"real", "ai_generated", "uncertain"}
