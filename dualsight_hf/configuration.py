@@ -20,10 +20,15 @@ class DualSightConfig(PreTrainedConfig):
     the Hub widget and Trainer read them unchanged); the object labels have their own pair of maps.
 
     Args:
-        backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+        backbone_config (`PreTrainedConfig`, `dict` or a list of them, *optional*):
             Configuration of any transformers vision model that yields a pooled image feature (ResNet, MobileNetV2,
-            ConvNeXt, ViT, Swin, EfficientNet, DINOv2, ...), as a config object or as its dict with a `model_type`
-            key. Defaults to the ResNet-50 layout of the original DualSight model.
+            ConvNeXt, ViT, Swin, EfficientNet, DINOv2, timm models through `TimmWrapperConfig`, ...), as a config
+            object or as its dict with a `model_type` key. Defaults to the ResNet-50 layout of the original DualSight
+            model. A list gives several backbones side by side: the first is kept here, the others go to
+            `extra_backbone_configs`.
+        extra_backbone_configs (`list[PreTrainedConfig | dict]`, *optional*):
+            More backbones run on the same `pixel_values`; their pooled features are concatenated with the first
+            backbone's before the heads (the ConvNeXt + Swin layout of ConVitX).
         id2label (`dict[int, str]`, *optional*, defaults to `{0: "real", 1: "ai_generated"}`):
             Authenticity classes. Any number of classes is allowed (e.g. `{0: "human", 1: "dalle", 2: "other_ai"}`).
         label2id (`dict[str, int]`, *optional*):
@@ -45,9 +50,21 @@ class DualSightConfig(PreTrainedConfig):
             Weight of the object loss in the total loss.
         classifier_dropout (`float`, *optional*, defaults to 0.0):
             Dropout probability applied to the pooled feature before both heads.
+        authenticity_head (`dict`, *optional*):
+            An MLP instead of the linear authenticity head: `{"hidden_sizes": [1000, 500], "activation": "relu",
+            "dropout": 0.0, "norm": None}`; `norm` (`"batch_norm"` or `"layer_norm"`) normalises the head's input.
+        object_head (`dict`, *optional*):
+            The same for the object head.
+        authenticity_single_logit (`bool`, *optional*, defaults to `False`):
+            Two-class models only: the head has one output `z` (sigmoid, binary cross-entropy). The model still
+            returns two logits, `[-z/2, z/2]`, whose softmax is `[1 - sigmoid(z), sigmoid(z)]`, so pipelines report
+            both labels with probabilities summing to 1.
         freeze_backbone (`bool`, *optional*, defaults to `False`):
-            Freeze every backbone parameter and keep its normalisation layers in eval mode, so that only the heads
-            train (the recipe of the DenseNet and "Reality Check" model cards).
+            Freeze the backbones and keep their normalisation layers in eval mode, so that only the heads train
+            (the recipe of the DenseNet and "Reality Check" model cards).
+        unfrozen_backbone_stages (`int`, *optional*, defaults to 0):
+            With `freeze_backbone`, keep the last this many stages (blocks) of each backbone, and everything after
+            them, trainable.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of the head weights.
         temperature (`float`, *optional*, defaults to 1.0):
@@ -85,7 +102,12 @@ class DualSightConfig(PreTrainedConfig):
     # Per-head losses are scalars: Trainer must not gather them as predictions.
     keys_to_ignore_at_inference = ["authenticity_loss", "object_loss", "hidden_states"]
 
-    backbone_config: dict | PreTrainedConfig | None = None
+    backbone_config: dict | PreTrainedConfig | list | None = None
+    extra_backbone_configs: list | None = None
+    authenticity_head: dict | None = None
+    object_head: dict | None = None
+    authenticity_single_logit: bool = False
+    unfrozen_backbone_stages: int = 0
     object_id2label: dict[int, str] | dict[str, str] | None = None
     object_label2id: dict[str, int] | dict[str, str] | None = None
     object_problem_type: Literal["multi_label_classification", "single_label_classification"] = (
@@ -101,6 +123,15 @@ class DualSightConfig(PreTrainedConfig):
     uncertain_band: float = 0.0
 
     def __post_init__(self, **kwargs):
+        if isinstance(self.backbone_config, (list, tuple)):
+            first, *rest = self.backbone_config
+            self.backbone_config = first
+            self.extra_backbone_configs = list(rest) + list(self.extra_backbone_configs or [])
+        if self.extra_backbone_configs:
+            self.extra_backbone_configs = [
+                config if isinstance(config, PreTrainedConfig) else AutoConfig.for_model(**config)
+                for config in self.extra_backbone_configs
+            ]
         if self.id2label is None and kwargs.get("num_labels") is None:
             self.id2label = dict(DEFAULT_AUTHENTICITY_LABELS)
         if self.id2label is not None and self.label2id is None:
@@ -118,6 +149,17 @@ class DualSightConfig(PreTrainedConfig):
             self.label2id = {name: int(index) for name, index in self.label2id.items()}
 
     @property
+    def backbone_configs(self) -> list[PreTrainedConfig]:
+        """`list[PreTrainedConfig]`: every backbone's configuration, the first one first."""
+        return [self.backbone_config, *(self.extra_backbone_configs or [])]
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        if self.extra_backbone_configs:
+            output["extra_backbone_configs"] = [config.to_dict() for config in self.extra_backbone_configs]
+        return output
+
+    @property
     def num_object_labels(self) -> int:
         """`int`: number of object classes; 0 when the object head is off."""
         return len(self.object_id2label) if self.object_id2label else 0
@@ -131,6 +173,15 @@ class DualSightConfig(PreTrainedConfig):
                 )
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        if self.authenticity_single_logit and self.num_labels != 2:
+            raise ValueError("authenticity_single_logit needs exactly two authenticity labels")
+        for name in ("authenticity_head", "object_head"):
+            spec = getattr(self, name) or {}
+            unknown = set(spec) - {"hidden_sizes", "activation", "dropout", "norm"}
+            if unknown:
+                raise ValueError(f"{name} has unknown keys {sorted(unknown)}")
+            if spec.get("norm") not in (None, "batch_norm", "layer_norm"):
+                raise ValueError(f"{name}['norm'] must be batch_norm, layer_norm or None, got {spec['norm']!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.decision_threshold is not None and not 0.0 < self.decision_threshold < 1.0:

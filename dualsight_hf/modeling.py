@@ -44,11 +44,13 @@ class DualSightImageClassifierOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
-def pooled_feature_size(backbone_config: PreTrainedConfig) -> int:
+def pooled_feature_size(backbone_config: PreTrainedConfig, backbone: nn.Module | None = None) -> int:
     """Width of the pooled feature that a transformers vision backbone built from `backbone_config` returns.
 
     Args:
         backbone_config (`PreTrainedConfig`): the backbone's configuration.
+        backbone (`nn.Module`, *optional*): the built backbone, needed for timm models (`TimmWrapperConfig`), whose
+            width only the timm model knows.
 
     Returns:
         `int`: the feature width.
@@ -62,6 +64,8 @@ def pooled_feature_size(backbone_config: PreTrainedConfig) -> int:
         if backbone_config.finegrained_output and backbone_config.depth_multiplier < 1.0:
             return 1280
         return apply_depth_multiplier(backbone_config, 1280)
+    if backbone_config.model_type == "timm_wrapper" and backbone is not None:
+        return backbone.timm_model.num_features
     if backbone_config.model_type == "efficientnet":
         return backbone_config.hidden_dim
     if getattr(backbone_config, "hidden_sizes", None):
@@ -100,6 +104,57 @@ def use_torch_batchnorm_momentum(module: nn.Module) -> None:
             child.momentum = 0.1
 
 
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def build_head(in_features: int, out_features: int, spec: dict | None) -> nn.Module:
+    """
+    A classification head: `nn.Linear` when `spec` gives no hidden layers, else an MLP
+    `[norm] -> (Linear -> activation -> dropout) x len(hidden_sizes) -> Linear`.
+
+    Args:
+        in_features (`int`), out_features (`int`): input and output widths.
+        spec (`dict`, *optional*): `hidden_sizes` (`list[int]`), `activation` (`relu`, `gelu`, `silu`, `tanh`;
+            default `relu`), `dropout` (`float`, default 0), `norm` (`batch_norm`, `layer_norm` or `None`).
+    """
+    spec = spec or {}
+    hidden_sizes = list(spec.get("hidden_sizes") or [])
+    if not hidden_sizes and not spec.get("norm"):
+        return nn.Linear(in_features, out_features)
+    layers = []
+    if spec.get("norm") == "batch_norm":
+        layers.append(nn.BatchNorm1d(in_features))
+    elif spec.get("norm") == "layer_norm":
+        layers.append(nn.LayerNorm(in_features))
+    width = in_features
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, hidden), _ACTIVATIONS[spec.get("activation", "relu")](),
+                   nn.Dropout(spec.get("dropout", 0.0))]
+        width = hidden
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def freeze_all_but_last_stages(backbone: nn.Module, unfrozen_stages: int) -> None:
+    """
+    Freeze a backbone, then unfreeze its last `unfrozen_stages` stages and everything registered after them (final
+    norms, the last 1x1 convolution). The stages are the backbone's longest `nn.ModuleList` (ResNet and ConvNeXt
+    stages, MobileNetV2 blocks, ViT and Swin layers).
+    """
+    backbone.requires_grad_(False)
+    if unfrozen_stages <= 0:
+        return
+    stage_lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
+    if not stage_lists:
+        return
+    stages = max(stage_lists, key=len)
+    first_trainable = {id(p) for p in stages[max(0, len(stages) - unfrozen_stages)].parameters()}
+    trainable = False
+    for parameter in backbone.parameters():
+        trainable = trainable or id(parameter) in first_trainable
+        parameter.requires_grad_(trainable)
+
+
 class DualSightPreTrainedModel(PreTrainedModel):
     """Weight initialisation and the transformers plumbing shared by DualSight models."""
 
@@ -116,6 +171,12 @@ class DualSightPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm1d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
 
 
 class DualSightForImageClassification(DualSightPreTrainedModel):
@@ -151,16 +212,24 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
     def __init__(self, config: DualSightConfig):
         super().__init__(config)
         self.backbone = build_backbone(config.backbone_config)
-        use_torch_batchnorm_momentum(self.backbone)
-        feature_size = pooled_feature_size(config.backbone_config)
+        self.extra_backbones = (nn.ModuleList(build_backbone(c) for c in config.extra_backbone_configs)
+                                if config.extra_backbone_configs else None)
+        feature_size = sum(pooled_feature_size(c, b) for c, b in zip(config.backbone_configs, self.backbones))
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(feature_size, config.num_labels)
-        self.object_classifier = (
-            nn.Linear(feature_size, config.num_object_labels) if config.num_object_labels > 0 else None
-        )
-        if config.freeze_backbone:
-            self.backbone.requires_grad_(False)
+        outputs = 1 if config.authenticity_single_logit else config.num_labels
+        self.classifier = build_head(feature_size, outputs, config.authenticity_head)
+        self.object_classifier = (build_head(feature_size, config.num_object_labels, config.object_head)
+                                  if config.num_object_labels > 0 else None)
+        for backbone in self.backbones:
+            use_torch_batchnorm_momentum(backbone)
+            if config.freeze_backbone:
+                freeze_all_but_last_stages(backbone, config.unfrozen_backbone_stages)
         self.post_init()
+
+    @property
+    def backbones(self) -> list[nn.Module]:
+        """Every backbone, the first one first."""
+        return [self.backbone, *(self.extra_backbones or [])]
 
     @classmethod
     def from_backbone(
@@ -208,8 +277,12 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.config.freeze_backbone:
-            # A frozen backbone keeps its normalisation statistics: batch statistics must not leak into them.
-            self.backbone.eval()
+            # Frozen parts keep their normalisation statistics: batch statistics must not leak into them.
+            for backbone in self.backbones:
+                for module in backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                            p.requires_grad for p in module.parameters()):
+                        module.eval()
         return self
 
     def forward(
@@ -241,8 +314,13 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         backbone_outputs = self.backbone(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
-        features = self.dropout(pool_backbone_output(backbone_outputs))
+        features = [pool_backbone_output(backbone_outputs)]
+        features += [pool_backbone_output(extra(pixel_values, return_dict=True)) for extra in self.extra_backbones or []]
+        features = self.dropout(torch.cat(features, dim=-1) if len(features) > 1 else features[0])
         logits = self.classifier(features)
+        if self.config.authenticity_single_logit:
+            # softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)], and cross-entropy on it is BCE on z
+            logits = torch.cat([-logits / 2, logits / 2], dim=-1)
         object_logits = self.object_classifier(features) if self.object_classifier is not None else None
 
         authenticity_loss = object_loss = loss = None
