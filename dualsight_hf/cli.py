@@ -345,6 +345,23 @@ def _run_calibrate(args) -> int:
     return 0
 
 
+def _add_demo(subparsers):
+    parser = subparsers.add_parser("demo", help="start the web page (needs the demo extra: pip install "
+                                                "dualsight-hf[demo])")
+    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    parser.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    try:
+        from .demo import launch
+    except ImportError as error:
+        raise SystemExit(f"dualsight: error: the demo needs gradio ({error}): pip install dualsight-hf[demo]")
+    launch(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualsight", description="DualSight: AI-generated vs real images, and "
                                                                    "the objects in them")
@@ -357,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(subparsers)
     _add_evaluate(subparsers)
     _add_calibrate(subparsers)
+    _add_demo(subparsers)
     return parser
 
 

@@ -1,0 +1,58 @@
+"""Grad-CAM explanations of the authenticity decision on a backbone's last feature map."""
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def grad_cam(model, pixel_values: torch.Tensor, target_class: int) -> np.ndarray:
+    """
+    Grad-CAM (Selvaraju et al., 2017) of one image for one authenticity class: the last hidden state of the first
+    backbone, weighted by the mean gradient of the class logit per channel, rectified and scaled to [0, 1].
+
+    Args:
+        model ([`DualSightForImageClassification`]): the model (any dtype; the map is computed in float32).
+        pixel_values (`torch.Tensor` of shape `(1, 3, height, width)`): one preprocessed image.
+        target_class (`int`): the authenticity class to explain.
+
+    Returns:
+        `np.ndarray` of shape `(h, w)` (the feature map's grid), values in [0, 1].
+    """
+    model = model.float()
+    captured = {}
+
+    def keep(module, inputs, output):
+        hidden = output.last_hidden_state
+        hidden.retain_grad()
+        captured["hidden"] = hidden
+
+    handle = model.backbone.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(pixel_values=pixel_values.float()).logits
+            model.zero_grad(set_to_none=True)
+            logits[0, target_class].backward()
+    finally:
+        handle.remove()
+    hidden, grads = captured["hidden"].detach()[0], captured["hidden"].grad[0]
+    if hidden.ndim == 2:  # a token sequence: drop a leading class token, lay the rest on its square grid
+        side = math.isqrt(hidden.shape[0])
+        hidden, grads = hidden[-side * side:], grads[-side * side:]
+        hidden = hidden.T.reshape(-1, side, side)
+        grads = grads.T.reshape(-1, side, side)
+    weights = grads.mean(dim=(1, 2))
+    cam = torch.relu((weights[:, None, None] * hidden).sum(0))
+    cam = cam / cam.max() if cam.max() > 0 else cam
+    return cam.numpy()
+
+
+def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The heatmap, resized to `image` and coloured with matplotlib's `jet`, blended over it."""
+    from matplotlib import colormaps
+
+    heat = Image.fromarray(np.uint8(cam * 255)).resize(image.size, Image.BILINEAR)
+    coloured = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
+    blended = (1 - alpha) * np.asarray(image.convert("RGB"), dtype=np.float64) / 255 + alpha * coloured
+    return Image.fromarray(np.uint8(np.clip(blended, 0, 1) * 255))

@@ -1,0 +1,85 @@
+"""The functions behind the web page: Grad-CAM, the analysis, batch CSV, error messages."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY_BACKBONES, random_image, save_tiny_model, tiny_config
+from dualsight_hf import DualSightForImageClassification
+from dualsight_hf.demo import BATCH_HEADERS, ModelCache, analyse, analyse_batch, verdict_markdown
+from dualsight_hf.gradcam import grad_cam, overlay
+
+
+@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
+def test_grad_cam_shape_and_range(backbone):
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(backbone)).eval()
+    cam = grad_cam(model, torch.randn(1, 3, 32, 32), target_class=1)
+    assert cam.ndim == 2 and cam.shape[0] == cam.shape[1] and cam.shape[0] >= 1
+    assert cam.min() >= 0 and cam.max() <= 1 and np.isfinite(cam).all()
+
+
+def test_grad_cam_equals_the_hand_computed_map():
+    """With a linear head on average-pooled features, the gradient of the class logit is w_c / (h * w) for every
+    position of channel c, so Grad-CAM is relu(sum_c w_c A_c), normalised."""
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config("resnet")).eval()
+    pixels = torch.randn(1, 3, 64, 64)
+    cam = grad_cam(model, pixels, target_class=1)
+    with torch.no_grad():
+        features = model.backbone(pixels).last_hidden_state[0]
+    expected = torch.relu((model.classifier.weight[1].detach()[:, None, None] * features).sum(0))
+    np.testing.assert_allclose(cam, (expected / expected.max()).numpy(), atol=1e-5)
+
+
+def test_overlay_keeps_the_size():
+    image = random_image(50, 30)
+    blended = overlay(image, np.random.default_rng(0).random((4, 4)))
+    assert blended.size == (50, 30) and blended.mode == "RGB"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    folder = save_tiny_model(tmp_path_factory.mktemp("demo-model"))
+    models = ModelCache()
+    models.loaded["default"] = models.get(str(folder))
+    return models
+
+
+def test_analyse_gives_everything_the_page_shows(cache, image_dir):
+    result = analyse(str(image_dir / "a.jpg"), "default", heatmap=True, band=0.0, cache=cache)
+    assert result["error"] is None
+    assert set(result["authenticity"]) == {"real", "ai_generated"}
+    assert sum(result["authenticity"].values()) == pytest.approx(1.0)
+    assert result["decision"] == max(result["authenticity"], key=result["authenticity"].get)
+    assert isinstance(result["heatmap"], Image.Image) and result["milliseconds"] > 0
+    assert "ms" in verdict_markdown(result)
+    wide = analyse(str(image_dir / "a.jpg"), "default", heatmap=False, band=0.49, cache=cache)
+    assert wide["decision"] == "uncertain" and wide["heatmap"] is None
+    assert "uncertain" in verdict_markdown(wide)
+
+
+def test_bad_files_and_models_give_messages_not_tracebacks(cache, tmp_path):
+    (tmp_path / "notes.jpg").write_text("hello, not an image")
+    result = analyse(str(tmp_path / "notes.jpg"), "default", cache=cache)
+    assert result["error"] == "notes.jpg: not an image: the file holds text"
+    assert verdict_markdown(result) == "**Error:** notes.jpg: not an image: the file holds text"
+    hub = analyse(str(tmp_path / "notes.jpg"), "some-org/not-reachable-model", cache=cache)
+    assert "could not load 'some-org/not-reachable-model' from the Hugging Face Hub" in hub["error"]
+    assert "\n" not in hub["error"]
+    assert analyse(None, cache=cache)["error"] == "Upload an image first."
+
+
+def test_batch_rows_and_csv(cache, image_dir, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"")
+    paths = [str(image_dir / "a.jpg"), str(image_dir / "b.png"), str(tmp_path / "broken.png")]
+    rows, csv_path = analyse_batch(paths, "default", band=0.0, cache=cache)
+    assert [row[0] for row in rows] == ["a.jpg", "b.png", "broken.png"]
+    assert rows[2][4] == "broken.png: empty file (0 bytes)" and rows[2][1] == ""
+    with open(csv_path, newline="") as handle:
+        written = list(csv.reader(handle))
+    assert written[0] == BATCH_HEADERS and len(written) == 4
+    assert written[1][1] in {"real", "ai_generated"} and float(written[1][2]) == pytest.approx(rows[0][2])
