@@ -29,6 +29,12 @@ class DualSightConfig(PreTrainedConfig):
         extra_backbone_configs (`list[PreTrainedConfig | dict]`, *optional*):
             More backbones run on the same `pixel_values`; their pooled features are concatenated with the first
             backbone's before the heads (the ConvNeXt + Swin layout of ConVitX).
+        backbone_preprocessing (`list[dict | None]`, *optional*):
+            When the backbones were pretrained with different preprocessing: one entry per backbone. The first says
+            how `pixel_values` arrive (`image_mean`, `image_std` of the model's image processor); each later entry
+            says what that backbone expects (`image_mean`, `image_std`, optional `size` as `[height, width]`), and
+            the model re-normalises and resizes the input for it. `None` (the default, or an entry) when one
+            processor serves all.
         id2label (`dict[int, str]`, *optional*, defaults to `{0: "real", 1: "ai_generated"}`):
             Authenticity classes. Any number of classes is allowed (e.g. `{0: "human", 1: "dalle", 2: "other_ai"}`).
         label2id (`dict[str, int]`, *optional*):
@@ -104,6 +110,7 @@ class DualSightConfig(PreTrainedConfig):
 
     backbone_config: dict | PreTrainedConfig | list | None = None
     extra_backbone_configs: list | None = None
+    backbone_preprocessing: list | None = None
     authenticity_head: dict | None = None
     object_head: dict | None = None
     authenticity_single_logit: bool = False
@@ -164,8 +171,8 @@ class DualSightConfig(PreTrainedConfig):
         """`int`: number of object classes; 0 when the object head is off."""
         return len(self.object_id2label) if self.object_id2label else 0
 
-    def validate_object_labels(self):
-        """Part of `@strict` validation: the object maps must describe classes 0..n-1 and agree with each other."""
+    def validate_dualsight_settings(self):
+        """Part of `@strict` validation: label maps, heads, backbones and calibration settings are consistent."""
         if self.object_id2label:
             if sorted(int(i) for i in self.object_id2label) != list(range(len(self.object_id2label))):
                 raise ValueError(
@@ -173,6 +180,12 @@ class DualSightConfig(PreTrainedConfig):
                 )
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        if self.backbone_preprocessing is not None:
+            if len(self.backbone_preprocessing) != len(self.backbone_configs):
+                raise ValueError(f"backbone_preprocessing needs one entry per backbone ({len(self.backbone_configs)}),"
+                                 f" got {len(self.backbone_preprocessing)}")
+            if any(entry for entry in self.backbone_preprocessing[1:]) and not self.backbone_preprocessing[0]:
+                raise ValueError("backbone_preprocessing[0] must give the image_mean and image_std of the input")
         if self.authenticity_single_logit and self.num_labels != 2:
             raise ValueError("authenticity_single_logit needs exactly two authenticity labels")
         for name in ("authenticity_head", "object_head"):

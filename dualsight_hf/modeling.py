@@ -155,6 +155,24 @@ def freeze_all_but_last_stages(backbone: nn.Module, unfrozen_stages: int) -> Non
         parameter.requires_grad_(trainable)
 
 
+def adapt_input(pixel_values: torch.Tensor, given: dict, wanted: dict) -> torch.Tensor:
+    """
+    Re-express images normalised with `given` (`image_mean`, `image_std`) as a backbone that wants `wanted`
+    (`image_mean`, `image_std`, optional `size` `[height, width]`) expects them: undo one normalisation, apply the
+    other, resize (bilinear, antialiased) if the size differs.
+    """
+    def stats(settings, key):
+        return torch.tensor(settings[key], dtype=pixel_values.dtype, device=pixel_values.device)[None, :, None, None]
+
+    images = pixel_values * stats(given, "image_std") + stats(given, "image_mean")
+    images = (images - stats(wanted, "image_mean")) / stats(wanted, "image_std")
+    size = wanted.get("size")
+    if size and tuple(size) != tuple(images.shape[-2:]):
+        images = nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False,
+                                           antialias=True)
+    return images
+
+
 class DualSightPreTrainedModel(PreTrainedModel):
     """Weight initialisation and the transformers plumbing shared by DualSight models."""
 
@@ -315,7 +333,10 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         backbone_outputs = self.backbone(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
         features = [pool_backbone_output(backbone_outputs)]
-        features += [pool_backbone_output(extra(pixel_values, return_dict=True)) for extra in self.extra_backbones or []]
+        preprocessing = self.config.backbone_preprocessing or [None] * len(self.backbones)
+        for extra, wanted in zip(self.extra_backbones or [], preprocessing[1:]):
+            inputs = adapt_input(pixel_values, preprocessing[0], wanted) if wanted else pixel_values
+            features.append(pool_backbone_output(extra(inputs, return_dict=True)))
         features = self.dropout(torch.cat(features, dim=-1) if len(features) > 1 else features[0])
         logits = self.classifier(features)
         if self.config.authenticity_single_logit:

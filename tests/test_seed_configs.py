@@ -128,3 +128,35 @@ def test_freeze_all_but_the_last_stages():
     last_stage_norms = [m for m in model.backbone.encoder.stages[2].modules() if isinstance(m, torch.nn.BatchNorm2d)]
     first_stage_norms = [m for m in model.backbone.encoder.stages[0].modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(m.training for m in last_stage_norms) and not any(m.training for m in first_stage_norms)
+
+
+def test_each_backbone_gets_its_own_preprocessing():
+    """One processor makes the input; a second backbone pretrained with other statistics and another size sees
+    exactly what its own processor's normalisation would give, resized."""
+    from conftest import TINY_BACKBONES
+
+    from dualsight_hf.modeling import adapt_input
+
+    given = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    wanted = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "size": [48, 48]}
+    images = torch.rand(2, 3, 32, 32)
+    pixel_values = (images - 0.5) / 0.5
+    adapted = adapt_input(pixel_values, given, wanted)
+    mean, std = torch.tensor(wanted["image_mean"])[:, None, None], torch.tensor(wanted["image_std"])[:, None, None]
+    expected = torch.nn.functional.interpolate((images - mean) / std, size=(48, 48), mode="bilinear",
+                                               antialias=True)
+    torch.testing.assert_close(adapted, expected, atol=1e-5, rtol=1e-5)
+
+    config = DualSightConfig(backbone_config=[TINY_BACKBONES["vit"](), TINY_BACKBONES["resnet"]()],
+                             backbone_preprocessing=[given, wanted])
+    model = DualSightForImageClassification(config).eval()
+    seen = {}
+    model.extra_backbones[0].register_forward_hook(lambda module, args, output: seen.update(input=args[0]))
+    with torch.no_grad():
+        model(pixel_values)
+    torch.testing.assert_close(seen["input"], expected, atol=1e-5, rtol=1e-5)
+    from huggingface_hub.errors import StrictDataclassError
+
+    with pytest.raises((ValueError, StrictDataclassError), match="one entry per backbone"):
+        DualSightConfig(backbone_config=[TINY_BACKBONES["vit"](), TINY_BACKBONES["resnet"]()],
+                        backbone_preprocessing=[given])
