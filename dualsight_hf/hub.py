@@ -6,6 +6,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .machine import machine_line
+
 #: Files of a model folder that belong in its Hub repository (weights, configs, remote code, plots, results).
 REPO_FILE_PATTERNS = ("model.safetensors", "config.json", "preprocessor_config.json", "*.py", "*.png",
                       "all_results.json", "evaluation/*")
@@ -44,6 +46,15 @@ def results_markdown(model_dir) -> str:
         parts.append("Object head on the test images with object labels: " + ", ".join(
             f"{k} {_fmt(v)}" for k, v in objects.items()) + "\n")
     return "\n".join(parts)
+
+
+def precision_markdown(model_dir) -> str:
+    """One sentence from `evaluation/precision.json`: what bfloat16 did to the answers, and the precision chosen."""
+    precision = json.loads((Path(model_dir) / "evaluation" / "precision.json").read_text())
+    return (f"Precision: on the validation split bfloat16 kept {precision['agreement']:.1%} of float32's decisions "
+            f"(AUROC difference {precision['auroc_difference']:.4f}, largest probability change "
+            f"{precision['max_probability_difference']:.3f}); `dualsight predict --dtype auto` uses "
+            f"{precision['inference_dtype']} for this model.\n")
 
 
 def write_marked_block(path, name: str, text: str) -> None:
@@ -134,6 +145,8 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
     evaluation_report = model_dir / "evaluation" / "report.md"
     if evaluation_report.exists():
         sections += ["## Robustness and calibration\n", evaluation_report.read_text()]
+    if (model_dir / "evaluation" / "precision.json").exists():
+        sections.append(precision_markdown(model_dir))
     recipe = results.get("recipe")
     if recipe:
         data, training, model = recipe["data"], recipe["training"], recipe["model"]
@@ -153,8 +166,9 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
             f"jitter, JPEG re-compression p={data.get('jpeg_p')}, blur p={data.get('blur_p')}, down-up scaling "
             f"p={data.get('rescale_p')})",
             f"- Checkpoint kept: best validation `{training['metric_for_best_model']}`"
-            + (f" ({_fmt(results['best_checkpoint']['validation_value'])})" if results.get("best_checkpoint") else "")
-            + "\n",
+            + (f" ({_fmt(results['best_checkpoint']['validation_value'])})" if results.get("best_checkpoint") else ""),
+            f"- Training time: {results['train']['train_runtime'] / 60:.1f} minutes"
+            + (f" on {machine_line(results['machine'])}" if results.get("machine") else "") + "\n",
         ]
     sections += [
         "## Limitations\n",
@@ -200,6 +214,11 @@ def stage_repo_folder(model_dir, out_dir, repo_id: str, **card_kwargs) -> list[t
                 target = out_dir / source.relative_to(model_dir)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
+    # Weights, config and remote code written by this package's save_pretrained, so that the code files match the
+    # config (a run folder holds the code of the version that trained it).
+    from .loading import load_model
+
+    load_model(str(model_dir)).save_pretrained(out_dir)
     build_model_card(model_dir, repo_id, **card_kwargs).save(out_dir / "README.md")
     return sorted((str(p.relative_to(out_dir)), p.stat().st_size) for p in out_dir.rglob("*") if p.is_file())
 

@@ -240,9 +240,21 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                                   if config.num_object_labels > 0 else None)
         for backbone in self.backbones:
             use_torch_batchnorm_momentum(backbone)
-            if config.freeze_backbone:
-                freeze_all_but_last_stages(backbone, config.unfrozen_backbone_stages)
+        self.apply_freezing()
         self.post_init()
+
+    def apply_freezing(self) -> None:
+        """Freeze the backbones as `config.freeze_backbone` and `config.unfrozen_backbone_stages` say."""
+        if self.config.freeze_backbone:
+            for backbone in self.backbones:
+                freeze_all_but_last_stages(backbone, self.config.unfrozen_backbone_stages)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading materialises fresh parameters (requires_grad=True): freeze again what the config freezes.
+        model = super().from_pretrained(*args, **kwargs)
+        model.apply_freezing()
+        return model
 
     @property
     def backbones(self) -> list[nn.Module]:
@@ -251,7 +263,8 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
 
     @classmethod
     def from_backbone(
-        cls, pretrained_backbone_name_or_path: str, backbone_kwargs: dict | None = None, **config_kwargs
+        cls, pretrained_backbone_name_or_path: str, backbone_kwargs: dict | None = None,
+        config: DualSightConfig | None = None, **config_kwargs
     ) -> "DualSightForImageClassification":
         """
         A DualSight model whose backbone starts from pretrained weights and whose heads are new.
@@ -262,6 +275,9 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                 classification checkpoint works too (its own head is dropped).
             backbone_kwargs (`dict`, *optional*):
                 Extra arguments for `AutoModel.from_pretrained` (`revision`, `local_files_only`, ...).
+            config ([`DualSightConfig`], *optional*):
+                A complete configuration (e.g. one of `configs/`) whose first backbone has the checkpoint's
+                architecture; by default one is made from the checkpoint's config and `config_kwargs`.
             **config_kwargs:
                 Arguments of [`DualSightConfig`] (labels, object labels, loss weights, ...).
 
@@ -277,11 +293,13 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         ... )
         ```
         """
-        backbone_config = AutoConfig.from_pretrained(pretrained_backbone_name_or_path, **(backbone_kwargs or {}))
-        backbone_config_dict = backbone_config.to_dict()
-        for key in ("id2label", "label2id", "architectures", "_name_or_path"):
-            backbone_config_dict.pop(key, None)
-        model = cls(DualSightConfig(backbone_config=backbone_config_dict, **config_kwargs))
+        if config is None:
+            backbone_config = AutoConfig.from_pretrained(pretrained_backbone_name_or_path, **(backbone_kwargs or {}))
+            backbone_config_dict = backbone_config.to_dict()
+            for key in ("id2label", "label2id", "architectures", "_name_or_path"):
+                backbone_config_dict.pop(key, None)
+            config = DualSightConfig(backbone_config=backbone_config_dict, **config_kwargs)
+        model = cls(config)
         pretrained = AutoModel.from_pretrained(pretrained_backbone_name_or_path, **(backbone_kwargs or {}))
         missing, unexpected = model.backbone.load_state_dict(pretrained.state_dict(), strict=False)
         # A pooler DualSight does not build (ViT's) is the only thing allowed to differ.

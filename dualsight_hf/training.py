@@ -15,10 +15,11 @@ from transformers import (
     set_seed,
 )
 
-from .configuration import DEFAULT_AUTHENTICITY_LABELS
+from .configuration import DEFAULT_AUTHENTICITY_LABELS, DualSightConfig
 from .data import AugmentationSettings, ImageTransform, collate, drop_unreadable, encode_labels, load_examples, \
     split_examples
 from .loading import load_model
+from .machine import describe_machine
 from .metrics import DualSightMetrics, authenticity_metrics, grouped_authenticity_metrics, object_metrics
 from .modeling import DualSightForImageClassification
 from .plots import plot_confusion_matrix, plot_reliability_diagram, plot_roc_curve, plot_training_curves
@@ -35,6 +36,9 @@ class ModelArguments:
         "help": "A DualSight model (folder or Hub id) to fine-tune further."})
     backbone: str | None = field(default=None, metadata={
         "help": "Pretrained vision checkpoint (folder or Hub id) for a new DualSight model, e.g. microsoft/resnet-50."})
+    config: str | None = field(default=None, metadata={
+        "help": "A DualSight config folder (e.g. configs/reality-check) for a new model: its backbones, heads, labels "
+                "and preprocessing; --backbone then loads pretrained weights into its first backbone."})
     labels: list[str] = field(default_factory=lambda: list(DEFAULT_AUTHENTICITY_LABELS.values()), metadata={
         "help": "Authenticity class names of a new model, in id order."})
     object_labels: str | None = field(default="auto", metadata={
@@ -75,6 +79,8 @@ class DataArguments:
     rescale_p: float = field(default=0.2, metadata={"help": "Probability of downscale-then-upscale."})
     early_stopping_patience: int | None = field(default=None, metadata={
         "help": "Stop after this many evaluations without improvement of metric_for_best_model."})
+    early_stopping_threshold: float = field(default=0.0, metadata={
+        "help": "How much metric_for_best_model must improve to count as an improvement."})
 
 
 class DualSightTrainer(Trainer):
@@ -121,8 +127,14 @@ def build_model(model_args: ModelArguments, examples):
     if model_args.model_name_or_path:
         model = load_model(model_args.model_name_or_path)
         return model, load_image_processor(model_args.model_name_or_path)
+    if model_args.config:
+        config = DualSightConfig.from_pretrained(model_args.config)
+        model = (DualSightForImageClassification.from_backbone(model_args.backbone, config=config)
+                 if model_args.backbone else DualSightForImageClassification(config))
+        return model, load_image_processor(model_args.config)
     if not model_args.backbone:
-        raise ValueError("give --model_name_or_path (a DualSight model) or --backbone (a pretrained vision model)")
+        raise ValueError("give --model_name_or_path (a DualSight model), --config (a DualSight config) or "
+                         "--backbone (a pretrained vision model)")
     model = DualSightForImageClassification.from_backbone(
         model_args.backbone,
         id2label=dict(enumerate(model_args.labels)),
@@ -188,7 +200,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         training_args.label_names = ["labels", "object_labels"] if has_objects else ["labels"]
     callbacks = []
     if data_args.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience,
+                                               early_stopping_threshold=data_args.early_stopping_threshold))
     trainer = DualSightTrainer(
         model=model,
         args=training_args,
@@ -210,7 +223,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
                "unreadable_images_skipped": len(unreadable),
                "best_checkpoint": {"metric": training_args.metric_for_best_model,
                                    "validation_value": trainer.state.best_metric},
-               "recipe": recipe_summary(model_args, data_args, training_args)}
+               "recipe": recipe_summary(model_args, data_args, training_args), "machine": describe_machine()}
     if len(splits["test"]):
         results.update(evaluate_split(trainer, splits["test"], data_args.group_metrics_by or data_args.stratify_by))
     if trainer.is_world_process_zero():

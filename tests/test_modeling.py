@@ -107,6 +107,13 @@ def test_save_load_round_trip_and_auto_classes(tmp_path, backbone):
     assert not hasattr(model.config, "custom_pipelines")
 
 
+def test_freezing_survives_save_and_load(tmp_path):
+    DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert not any(p.requires_grad for p in loaded.backbone.parameters())
+    assert all(p.requires_grad for p in loaded.classifier.parameters())
+
+
 def test_freeze_backbone_keeps_batchnorm_statistics():
     model = DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).train()
     assert not any(p.requires_grad for p in model.backbone.parameters())

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from transformers import TrainingArguments
 
@@ -65,7 +66,8 @@ def test_early_stopping_stops_when_the_metric_stalls(separable_folder, tmp_path)
     # so patience 1 stops after the second evaluation
     frozen = save_tiny_model(tmp_path / "frozen", with_objects=False, freeze_backbone=True)
     train(ModelArguments(model_name_or_path=str(frozen)),
-          DataArguments(data=str(separable_folder), augment=False, early_stopping_patience=1),
+          DataArguments(data=str(separable_folder), augment=False, early_stopping_patience=1,
+                        early_stopping_threshold=1e-4),
           training_args(tmp_path / "out", learning_rate=0.0, num_train_epochs=10, metric_for_best_model="loss"))
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["epoch"] == pytest.approx(2.0)
@@ -99,6 +101,26 @@ def test_separate_backbone_learning_rate(separable_folder, start_model, tmp_path
     assert seen["lrs"] == [1e-4, 5e-4]
 
 
+def test_new_model_from_a_seed_config(separable_folder, tmp_path):
+    """--config builds the model a config folder describes (here a tiny Reality-Check-like MLP head, frozen
+    backbone) and trains only what it leaves trainable."""
+    from conftest import tiny_config
+    from dualsight_hf.processing import image_processor_for_backbone
+
+    config = tiny_config(with_objects=False, freeze_backbone=True,
+                         authenticity_head={"hidden_sizes": [12, 6], "activation": "relu"})
+    config.save_pretrained(tmp_path / "config")
+    image_processor_for_backbone(config.backbone_config, size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(
+        tmp_path / "config")
+    train(ModelArguments(config=str(tmp_path / "config")), DataArguments(data=str(separable_folder), augment=False),
+          training_args(tmp_path / "out", num_train_epochs=1))
+    from dualsight_hf import load_model
+
+    trained = load_model(str(tmp_path / "out"))
+    assert [m.out_features for m in trained.classifier if isinstance(m, torch.nn.Linear)] == [12, 6, 2]
+    assert trained.config.freeze_backbone
+
+
 def test_arguments_from_yaml_and_json(tmp_path):
     yaml_file = tmp_path / "args.yaml"
     yaml_file.write_text("backbone: some/backbone\ndata: data.csv\noutput_dir: out\nstratify_by: source\n"
@@ -112,11 +134,12 @@ def test_arguments_from_yaml_and_json(tmp_path):
 
 
 def test_two_process_launch_splits_the_data(separable_folder, start_model, tmp_path):
-    """`torchrun --nproc_per_node 2` (what `accelerate launch --multi_gpu --num_processes 2` runs) trains one model
-    on two CPU ranks: each epoch then takes half the steps of a single process."""
+    """`accelerate launch` with 2 processes (gloo on CPU) trains one model on two ranks: each epoch then takes half
+    the steps of a single process."""
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               str(REPO / "train.py"), "--model_name_or_path", str(start_model), "--data", str(separable_folder),
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               "29517", str(REPO / "train.py"), "--model_name_or_path", str(start_model), "--data", str(separable_folder),
                "--output_dir", str(out), "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
                "--validation_size", "0.25", "--test_size", "0.25", "--no_augment", "--use_cpu",
                "--remove_unused_columns", "False", "--report_to", "none", "--eval_strategy", "epoch",
