@@ -19,7 +19,6 @@ Prints the ratios and writes everything to a JSON file with the machine it ran o
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from PIL import Image
 from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
 
 from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
+from dualsight_hf.machine import describe_machine
 from dualsight_hf.predict import Predictor, ResultWriter, iter_inputs, resolve_dtype
 from dualsight_hf.processing import image_processor_for_backbone, load_image_processor
 
@@ -107,17 +107,6 @@ def peak_memory_mb(model_dir: Path, images: Path, batch_size: int, scratch: Path
     return int(result.stdout.strip().splitlines()[-1]) / 1024  # Linux reports kilobytes
 
 
-def machine() -> dict:
-    flags = ""
-    if Path("/proc/cpuinfo").exists():
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "cores": os.cpu_count(), "amx": "amx_tile" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=128, help="512x512 JPEGs in the throughput folder")
@@ -131,7 +120,7 @@ def main() -> None:
     work = Path(args.work_dir)
     images = make_jpegs(work / f"jpegs-{args.images}", args.images)
     models = {"resnet50": resnet50_folder(work / "resnet50"), "default": Path(DEFAULT_MODEL_DIR)}
-    report = {"machine": machine(), "settings": vars(args), "models": {}}
+    report = {"machine": describe_machine(), "settings": vars(args), "models": {}}
     dtype = str(resolve_dtype("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu")))
     for name, model_dir in models.items():
         runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": []}

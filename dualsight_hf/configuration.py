@@ -79,6 +79,10 @@ class DualSightConfig(PreTrainedConfig):
         decision_threshold (`float`, *optional*):
             Two-class models: the calibrated probability of class 1 (`ai_generated`) at or above which the decision
             is class 1, e.g. chosen for a target false-positive rate on real images. `None` means 0.5.
+        inference_dtype (`str`, *optional*):
+            The precision `dualsight predict --dtype auto` uses for this model. `None`: bfloat16 where the hardware
+            runs it fast. `"float32"` for models whose answers bfloat16 would change (set by
+            `precision.choose_inference_dtype` from a measurement on a validation split).
         uncertain_band (`float`, *optional*, defaults to 0.0):
             Two-class models: a decision whose class-1 probability lies within this distance of the threshold is
             reported as `"uncertain"`. 0 turns the band off.
@@ -127,6 +131,7 @@ class DualSightConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     temperature: float = 1.0
     decision_threshold: float | None = None
+    inference_dtype: str | None = None
     uncertain_band: float = 0.0
 
     def __post_init__(self, **kwargs):

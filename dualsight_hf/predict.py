@@ -53,8 +53,11 @@ class PredictionResult:
     error: str | None = None
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`"auto"`: bfloat16 on CPUs with AVX512-BF16 or AMX and on GPUs that support it, else float32."""
+def resolve_dtype(dtype: str, device: torch.device, model_preference: str | None = None) -> torch.dtype:
+    """`"auto"`: the model's `inference_dtype` when it sets one, else bfloat16 on CPUs with AVX512-BF16 or AMX and on
+    GPUs that support it, else float32."""
+    if dtype == "auto" and model_preference:
+        dtype = model_preference
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.type == "cuda":
@@ -148,7 +151,8 @@ class Predictor:
     Args:
         model (`str`, *optional*): model folder or Hub id; the shipped default model when `None`.
         batch_size (`int`, *optional*, defaults to 16): images per forward pass.
-        dtype (`str`, *optional*, defaults to `"auto"`): `"auto"`, `"float32"`, `"bfloat16"` or `"float16"`.
+        dtype (`str`, *optional*, defaults to `"auto"`): `"auto"` (see `resolve_dtype`), `"float32"`, `"bfloat16"`
+            or `"float16"`.
         device (`str`, *optional*): torch device; `cuda` when available, else `cpu`.
         top_k (`int`, *optional*, defaults to 3): object labels per image.
         object_threshold (`float`, *optional*, defaults to 0.5): presence threshold of a multi-label object head.
@@ -178,8 +182,8 @@ class Predictor:
 
         model = str(model or DEFAULT_MODEL_DIR)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = resolve_dtype(dtype, self.device)
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
+        self.dtype = resolve_dtype(dtype, self.device, getattr(self.model.config, "inference_dtype", None))
         self.model = self.model.to(memory_format=torch.channels_last)
         self.compiled = torch.compile(self.model) if compile else self.model
         self.image_processor = load_image_processor(model)

@@ -1,0 +1,51 @@
+# One-command set-up: `make predict` (the main job) and `make test` create .venv and install everything first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+
+.PHONY: setup browser predict test demo default-model pseudo-labels benchmark clean
+
+$(BIN)/dualsight: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo]"
+	touch $(BIN)/dualsight
+
+setup: $(BIN)/dualsight
+
+## The main job: both heads of the shipped default model on the example images.
+predict: setup
+	$(BIN)/dualsight predict examples/
+
+## Debian's Chromium for the browser test of the demo (no browser download; needs apt and root).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+		|| echo "Chromium could not be installed: the browser test of the demo will be skipped"
+
+test: setup browser
+	$(BIN)/python -m pytest -q
+
+## The web page (the Hugging Face Spaces entry point is app.py).
+demo: setup
+	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python app.py
+
+## Throughput and memory against the stock pipeline (results in benchmarks/results/).
+benchmark: setup
+	$(BIN)/python benchmarks/predict_throughput.py
+
+## Object pseudo-labels of ../shared/data/real-vs-ai (kept in the repository: about 4 minutes to redo).
+pseudo-labels: setup
+	$(BIN)/dualsight pseudo-label --data ../shared/data/real-vs-ai/manifest.csv \
+		--model ../shared/weights/deeplabv3-mobilenet-v2-voc --out data/real-vs-ai-voc-objects.csv \
+		--category-map recipes/cifar10_to_voc.json --min-size 64
+
+## Rebuild the shipped default model from ../shared (recipe and seed in recipes/default_model.yaml).
+default-model: setup
+	test -f data/real-vs-ai-voc-objects.csv || $(MAKE) pseudo-labels
+	rm -rf outputs/default-model
+	$(BIN)/python train.py recipes/default_model.yaml
+	$(BIN)/python scripts/package_default_model.py --run outputs/default-model
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

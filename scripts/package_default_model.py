@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Turn a training run of recipes/default_model.yaml into the shipped default model, and write its measured numbers
+into its model card and README.md (run by `make default-model` after training).
+
+Steps: stage the repository folder into dualsight_hf/default_model (weights, config, code, plots, results); fit the
+temperature on the recipe's validation split and store it with an uncertain band; measure there whether bfloat16
+changes its answers and store the precision `--dtype auto` uses; evaluate on the recipe's test
+split under every degradation; generate the model card; fill README.md's result blocks, the example predictions
+included.
+"""
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+from dualsight_hf import DEFAULT_MODEL_DIR
+from dualsight_hf.calibration import calibrate_model
+from dualsight_hf.degradations import DEFAULT_LEVELS, parse_perturbation
+from dualsight_hf.evaluation import EvaluationData, default_device_predictor, evaluate, write_report
+from dualsight_hf.hub import (
+    build_model_card,
+    precision_markdown,
+    results_markdown,
+    stage_repo_folder,
+    write_marked_block,
+)
+from dualsight_hf.precision import choose_inference_dtype
+from dualsight_hf.predict import Predictor, write_table
+
+REPO = Path(__file__).resolve().parents[1]
+REPO_ID = "dualsight-hf/dualsight-mobilenetv2-real-vs-ai"
+CARD = {"base_model": "google/mobilenet_v2_1.0_224", "dataset_name": "real-vs-ai test split"}
+UNCERTAIN_BAND = 0.1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="outputs/default-model", help="the training output folder")
+    parser.add_argument("--data", default="../shared/data/real-vs-ai/manifest.csv")
+    args = parser.parse_args()
+
+    stage_repo_folder(args.run, DEFAULT_MODEL_DIR, REPO_ID, **CARD)
+    predictor = default_device_predictor(str(DEFAULT_MODEL_DIR))
+    data = EvaluationData(args.data, split="validation")
+    validation = data.load(predictor.model.config)
+    calibrate_model(predictor, validation, DEFAULT_MODEL_DIR, uncertain_band=UNCERTAIN_BAND)
+    precision = choose_inference_dtype(DEFAULT_MODEL_DIR, validation)
+    (DEFAULT_MODEL_DIR / "evaluation" / "precision.json").write_text(json.dumps(precision, indent=2))
+
+    predictor = default_device_predictor(str(DEFAULT_MODEL_DIR))  # reload: the calibrated config
+    test = EvaluationData(args.data, split="test").load(predictor.model.config)
+    perturbations = [p for name in DEFAULT_LEVELS for p in parse_perturbation(name)]
+    result = evaluate(predictor, test, perturbations, group_by="source")
+    write_report(result, DEFAULT_MODEL_DIR / "evaluation", title="Robustness and calibration on the test split")
+    build_model_card(DEFAULT_MODEL_DIR, REPO_ID, **CARD).save(DEFAULT_MODEL_DIR / "README.md")
+
+    readme = REPO / "README.md"
+    intro = ("Test split of the recipe (15% of every source and class, never used for model selection), measured by "
+             "the training run:\n\n")
+    write_marked_block(readme, "default-model-results", intro + results_markdown(DEFAULT_MODEL_DIR))
+    write_marked_block(readme, "default-model-evaluation",
+                       (DEFAULT_MODEL_DIR / "evaluation" / "report.md").read_text() + "\n" +
+                       precision_markdown(DEFAULT_MODEL_DIR))
+    table = io.StringIO()
+    results = Predictor(str(DEFAULT_MODEL_DIR)).predict_paths([REPO / "examples"])
+    for item in results:
+        item.path = str(Path(item.path).relative_to(REPO))
+    write_table(results, table)
+    write_marked_block(readme, "default-model-examples",
+                       "`make predict` on the examples (real photos in `examples/real`, Stable Diffusion images in "
+                       "`examples/ai_generated`):\n\n```text\n" + table.getvalue() + "```\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The shipped default model: it loads offline from the package, scores the repository's examples correctly, and its
+card and the README carry the numbers its own training run and evaluation measured."""
+
+import json
+
+import pytest
+
+from conftest import REPO
+from dualsight_hf import DEFAULT_MODEL_DIR, load_default_pipeline
+from dualsight_hf.cli import main
+from dualsight_hf.hub import results_markdown
+
+
+def expected_label(path) -> str:
+    return "ai_generated" if path.parent.name == "ai_generated" else "real"
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_default_pipeline()
+
+
+def test_the_default_model_is_complete_and_safe():
+    files = {p.name for p in DEFAULT_MODEL_DIR.iterdir()}
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling.py",
+            "configuration.py", "pipeline.py", "images.py", "all_results.json"} <= files
+    assert not any(name.endswith((".bin", ".pth")) for name in files)
+    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert config["backbone_config"]["model_type"] == "mobilenet_v2" and len(config["object_id2label"]) == 20
+
+
+def test_examples_are_scored_as_the_readme_says(classifier):
+    """The AI-generated examples are detected; every example gets a valid decision; and the README's table of the
+    example predictions is exactly what the model produces (so the failures on real photos it documents are real)."""
+    import io
+
+    from dualsight_hf.predict import Predictor, write_table
+
+    examples = sorted(p for p in (REPO / "examples").glob("*/*") if p.suffix in (".jpg", ".png"))
+    assert len(examples) == 8
+    for path in examples:
+        result = classifier(str(path), head="both")
+        assert result["decision"] in {"real", "ai_generated", "uncertain"}
+        assert abs(sum(r["score"] for r in result["authenticity"]) - 1) < 1e-5
+        if expected_label(path) == "ai_generated":
+            assert result["decision"] == "ai_generated", (path.name, result["authenticity"])
+    results = Predictor(str(DEFAULT_MODEL_DIR)).predict_paths([REPO / "examples"])
+    for item in results:
+        item.path = str(item.path).replace(str(REPO) + "/", "")
+    table = io.StringIO()
+    write_table(results, table)
+    readme = (REPO / "README.md").read_text()
+    shown = readme.split("<!-- default-model-examples:start -->")[1].split("```text\n")[1].split("```")[0]
+    assert [line.split()[:2] for line in shown.splitlines()] == \
+        [line.split()[:2] for line in table.getvalue().splitlines()]
+
+
+def test_main_job_prints_both_heads(capsys):
+    assert main(["predict", str(REPO / "examples"), "--object-threshold", "0.3"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:4] == ["path", "label", "score", "objects"] and len(lines) == 9
+
+
+def test_card_and_readme_numbers_come_from_the_run():
+    results = json.loads((DEFAULT_MODEL_DIR / "all_results.json").read_text())
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    block = results_markdown(DEFAULT_MODEL_DIR)
+    assert block in card and block in readme
+    assert f"{results['test']['accuracy']:.4f}" in readme
+    report = (DEFAULT_MODEL_DIR / "evaluation" / "report.md").read_text()
+    assert report in card and report in readme
