@@ -32,7 +32,7 @@ demo: setup
 
 ## Throughput and memory against the stock pipeline (results in benchmarks/results/).
 benchmark: setup
-	$(BIN)/python benchmarks/predict_throughput.py
+	$(BIN)/python benchmarks/predict_throughput.py --readme README.md
 
 ## Object pseudo-labels of ../shared/data/real-vs-ai (kept in the repository: about 4 minutes to redo).
 pseudo-labels: setup

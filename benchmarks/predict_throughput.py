@@ -32,8 +32,9 @@ from PIL import Image
 from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
 
 from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
-from dualsight_hf.machine import describe_machine
-from dualsight_hf.predict import Predictor, ResultWriter, iter_inputs, resolve_dtype
+from dualsight_hf.hub import write_marked_block
+from dualsight_hf.machine import describe_machine, machine_line
+from dualsight_hf.predict import Predictor, ResultWriter, iter_inputs
 from dualsight_hf.processing import image_processor_for_backbone, load_image_processor
 
 
@@ -115,14 +116,16 @@ def main() -> None:
     parser.add_argument("--memory-images", type=int, nargs=2, default=(100, 10000), metavar=("SMALL", "LARGE"))
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dualsight-benchmark"))
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "predict_throughput.json"))
+    parser.add_argument("--readme", default=None, help="also write the result table into this README's "
+                                                      "benchmark-results block")
     args = parser.parse_args()
 
     work = Path(args.work_dir)
     images = make_jpegs(work / f"jpegs-{args.images}", args.images)
     models = {"resnet50": resnet50_folder(work / "resnet50"), "default": Path(DEFAULT_MODEL_DIR)}
     report = {"machine": describe_machine(), "settings": vars(args), "models": {}}
-    dtype = str(resolve_dtype("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu")))
     for name, model_dir in models.items():
+        dtype = str(Predictor(str(model_dir), num_workers=0).dtype).removeprefix("torch.")  # what --dtype auto picks
         runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": []}
         for round_index in range(args.rounds):
             runs["stock_pipeline"].append(time_stock_pipeline(model_dir, images, args.batch_size))
@@ -151,6 +154,29 @@ def main() -> None:
                       for name, m in report["models"].items()}, indent=2))
     print(f"peak memory {large} vs {small} images: x{report['peak_memory_mb']['ratio_large_to_small']:.2f}")
     print(f"written to {args.out}")
+    if args.readme:
+        write_marked_block(args.readme, "benchmark-results", markdown_table(report))
+
+
+def markdown_table(report: dict) -> str:
+    """The benchmark result as Markdown, with the machine it ran on."""
+    settings = report["settings"]
+    lines = [f"Measured by `benchmarks/predict_throughput.py` on {machine_line(report['machine'])}: "
+             f"{settings['images']} JPEGs of 512x512, batch {settings['batch_size']}, median of "
+             f"{settings['rounds']} interleaved rounds.\n",
+             "| model | stock pipeline (float32) | `dualsight predict` | forward only | speed-up | share of ceiling |",
+             "|---|---|---|---|---|---|"]
+    for name, result in report["models"].items():
+        speed = result["images_per_second"]
+        lines.append(f"| {name} ({result['dualsight_dtype']}) | {speed['stock_pipeline']:.1f} img/s | "
+                     f"{speed['dualsight_predict']:.1f} img/s | {speed['forward_only']:.1f} img/s | "
+                     f"x{result['speedup_over_stock_pipeline']:.2f} | {result['fraction_of_forward_only']:.0%} |")
+    memory = report["peak_memory_mb"]
+    sizes = [key for key in memory if key.isdigit()]
+    lines.append("\nPeak memory of `dualsight predict` (default model): " + ", ".join(
+        f"{memory[key]:.0f} MB for {int(key):,d} images" for key in sizes) +
+        f" (x{memory['ratio_large_to_small']:.2f}).\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -82,15 +82,20 @@ def plot_reliability_comparison(logits: np.ndarray, labels: np.ndarray, temperat
 
 
 def plot_degradations(rows: list[dict], path) -> Path:
-    """Accuracy (at the model's threshold) and AUROC per degradation level, from `evaluation.evaluate`."""
-    figure, (accuracy_axis, auroc_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    """Accuracy (at the model's threshold) and AUROC per degradation level, from `evaluation.evaluate`; one line per
+    degradation, its levels side by side in the order evaluated."""
+    figure, (accuracy_axis, auroc_axis) = plt.subplots(1, 2, figsize=(14, 4))
+    positions = {id(row): index for index, row in enumerate(rows)}
     for name in dict.fromkeys(row["degradation"] for row in rows):
         chosen = [row for row in rows if row["degradation"] == name]
-        levels = [f"{row['level']:g}" for row in chosen]
-        accuracy_axis.plot(levels, [row["accuracy_at_threshold"] for row in chosen], "o-", label=name)
-        auroc_axis.plot(levels, [row["auroc"] for row in chosen], "o-", label=name)
-    accuracy_axis.set(title="Accuracy under degradation", xlabel="level", ylabel="accuracy", ylim=(0, 1.02))
-    auroc_axis.set(title="AUROC under degradation", xlabel="level", ylabel="AUROC", ylim=(0, 1.02))
+        x = [positions[id(row)] for row in chosen]
+        accuracy_axis.plot(x, [row["accuracy_at_threshold"] for row in chosen], "o-", label=name)
+        auroc_axis.plot(x, [row["auroc"] for row in chosen], "o-", label=name)
+    labels = [f"{row['degradation']}\n{row['level']:g}" for row in rows]
+    for axis, title, ylabel in ((accuracy_axis, "Accuracy under degradation", "accuracy"),
+                                (auroc_axis, "AUROC under degradation", "AUROC")):
+        axis.set_xticks(range(len(rows)), labels, fontsize=8)
+        axis.set(title=title, ylabel=ylabel, ylim=(0, 1.02))
     accuracy_axis.legend()
     return _save(figure, path)
 

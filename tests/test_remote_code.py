@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from dualsight_hf import load_image, load_pipeline
