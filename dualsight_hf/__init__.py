@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .configuration import DualSightConfig
 from .images import ImageLoadError, load_image
-from .loading import UnsafeWeightsError, load_model
+from .loading import ModelLoadError, UnsafeWeightsError, load_model
 from .modeling import DualSightForImageClassification, DualSightImageClassifierOutput, DualSightPreTrainedModel
 from .pipeline import DualSightImageClassificationPipeline
 from .processing import image_processor_for_backbone, load_image_processor
@@ -78,6 +78,7 @@ __all__ = [
     "load_image",
     "load_image_processor",
     "load_model",
+    "ModelLoadError",
     "UnsafeWeightsError",
     "load_pipeline",
 ]

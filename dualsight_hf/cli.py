@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .images import ImageLoadError
-from .loading import UnsafeWeightsError
+from .loading import ModelLoadError
 from .predict import OUTPUT_FORMATS
 
 
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv
     try:
         return args.func(args)
-    except (ImageLoadError, UnsafeWeightsError, FileNotFoundError) as error:
+    except (ImageLoadError, ModelLoadError, FileNotFoundError) as error:
         # a bad model path or input the user can fix: one line, no traceback
         print(f"dualsight: error: {error}", file=sys.stderr)
         return 2

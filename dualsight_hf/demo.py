@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .images import ImageLoadError, load_image
-from .loading import UnsafeWeightsError, load_model
+from .loading import ModelLoadError, load_model
 from .pipeline import UNCERTAIN, authenticity_decision, authenticity_probabilities, object_predictions
 from .processing import load_image_processor
 
@@ -36,7 +36,7 @@ class ModelCache:
             try:
                 model = load_model(name).eval()
                 processor = load_image_processor(name)
-            except (OSError, ValueError, UnsafeWeightsError) as error:
+            except (OSError, ValueError, ModelLoadError) as error:
                 reason = str(error).splitlines()[0]
                 if not Path(name).exists():
                     reason = (f"could not load '{choice}' from the Hugging Face Hub (no connection, or no such "

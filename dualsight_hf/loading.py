@@ -7,7 +7,11 @@ from transformers import AutoModelForImageClassification
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 
 
-class UnsafeWeightsError(OSError):
+class ModelLoadError(OSError):
+    """A model cannot be loaded; `str(error)` is one line naming the model and the cause."""
+
+
+class UnsafeWeightsError(ModelLoadError):
     """A model offers only pickle weights (which can run code when loaded) and pickle was not allowed."""
 
 
@@ -24,8 +28,11 @@ def load_model(name_or_path: str, allow_pickle: bool = False, **kwargs):
 
     Raises:
         `UnsafeWeightsError`: a folder or repository with only pickle weights, when `allow_pickle` is off.
+        `ModelLoadError`: any other reason the model cannot be loaded (no such folder, Hub unreachable, ...).
     """
     folder = Path(name_or_path)
+    if not folder.exists() and (folder.is_absolute() or str(name_or_path).startswith((".", "~"))):
+        raise ModelLoadError(f"{name_or_path}: no such model folder")
     if not allow_pickle and folder.is_dir() and not any(folder.glob("*.safetensors")):
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -43,4 +50,5 @@ def load_model(name_or_path: str, allow_pickle: bool = False, **kwargs):
                 f"{name_or_path}: no safetensors weights found; pass allow_pickle=True (--allow-pickle) to accept "
                 "pickle weights if you trust the source"
             ) from error
-        raise
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{name_or_path}: cannot load the model ({cause})") from error

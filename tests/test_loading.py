@@ -34,3 +34,11 @@ def test_cli_names_the_flag(pickle_only_model, image_dir, capsys):
     assert main(["predict", str(image_dir), "--model", str(pickle_only_model)]) == 2
     assert "--allow-pickle" in capsys.readouterr().err
     assert main(["predict", str(image_dir), "--model", str(pickle_only_model), "--allow-pickle"]) == 0
+
+
+@pytest.mark.parametrize("model", ["/no/such/model/folder", "some-org/unreachable-model"])
+def test_unloadable_models_get_one_line_errors(model, image_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["predict", str(image_dir), "--model", model]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dualsight: error: {model}: ") and "\n" not in err and "Traceback" not in err
