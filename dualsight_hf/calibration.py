@@ -83,6 +83,9 @@ def calibrate_model(predictor, examples, model_dir, target_fpr: float | None = N
     from .plots import plot_reliability_comparison
 
     config = predictor.model.config
+    if (target_fpr is not None or uncertain_band is not None) and config.num_labels != 2:
+        raise ValueError("a decision threshold and an uncertain band apply to two-class models only; this one has "
+                         f"{config.num_labels} classes")
     logits = collect_logits(predictor, examples, description="calibrating")
     labels = np.asarray(examples.with_format(None)["label"])
     temperature = fit_temperature(logits, labels)
@@ -95,6 +98,8 @@ def calibrate_model(predictor, examples, model_dir, target_fpr: float | None = N
     }
     config.temperature = temperature
     if target_fpr is not None:
+        if not (labels == 0).any():
+            raise ValueError("choosing a threshold for a false-positive rate needs real (class 0) images")
         config.decision_threshold = threshold_for_false_positive_rate(after[labels == 0, 1], target_fpr)
         summary.update(target_fpr=target_fpr, decision_threshold=config.decision_threshold)
     if uncertain_band is not None:

@@ -50,10 +50,18 @@ def _output_format(args) -> str:
 
 
 def _spawn_processes(args, argv: list[str]) -> int:
-    """`--num-processes N`: run N copies of this command as ranks 0..N-1 and wait for them."""
+    """`--num-processes N`: run N copies of this command as ranks 0..N-1; if one fails, stop the others."""
     import os
     import subprocess
+    import time
 
+    from .predict import shard_path
+
+    output = Path(args.output)
+    for rank in range(args.num_processes):  # leftovers of an interrupted run must not be merged
+        for stale in (shard_path(output, rank, args.num_processes),
+                      shard_path(output, rank, args.num_processes).with_suffix(".done")):
+            stale.unlink(missing_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.num_processes)
     children = [
         subprocess.Popen([sys.executable, "-m", "dualsight_hf.cli", *argv],
@@ -61,7 +69,18 @@ def _spawn_processes(args, argv: list[str]) -> int:
                               "OMP_NUM_THREADS": str(threads)})
         for rank in range(args.num_processes)
     ]
-    return max(child.wait() for child in children)
+    while any(child.poll() is None for child in children):
+        if any(child.poll() not in (None, 0, 1) for child in children):  # 1 only means some inputs failed
+            for child in children:
+                child.terminate()
+            break
+        time.sleep(0.2)
+    codes = [child.wait() for child in children]
+    if any(code not in (0, 1) for code in codes):
+        print(f"dualsight: error: a prediction process failed (exit codes {codes}); {output} is incomplete",
+              file=sys.stderr)
+        return 2
+    return max(codes)
 
 
 def _run_predict(args) -> int:
@@ -81,7 +100,9 @@ def _run_predict(args) -> int:
     output = Path(args.output) if args.output else None
     if world_size > 1 and output is None:
         raise SystemExit("dualsight: error: several processes need --output (the merged result file)")
-    previous = read_results(output) if args.resume and output else []
+    if args.resume and (output is None or output_format == "table"):
+        raise SystemExit("dualsight: error: --resume needs --output in jsonl, csv or json format")
+    previous = read_results(output, output_format) if args.resume else []
     dataset = None
     if args.dataset:
         from .data import read_hub_dataset
@@ -99,9 +120,10 @@ def _run_predict(args) -> int:
         target, target_format, append = shard_path(output, rank, world_size), "jsonl", False
     elif output is not None and output_format in ("jsonl", "csv"):
         target, target_format, append = output, output_format, bool(previous)
-    else:
+    else:  # json and table are written whole at the end: into a temporary file, so a crash loses nothing
         target, target_format, append = output, output_format, False
-    handle = target.open("a" if append else "w", newline="") if target else sys.stdout
+    written = target.with_name(target.name + ".partial") if target and target_format in ("json", "table") else target
+    handle = written.open("a" if append else "w", newline="") if written else sys.stdout
     failures = scored = 0
     try:
         writer = ResultWriter(handle, target_format, header=not append)
@@ -119,6 +141,8 @@ def _run_predict(args) -> int:
     finally:
         if target:
             handle.close()
+    if written != target:
+        os.replace(written, target)
     if world_size > 1:
         shard_path(output, rank, world_size).with_suffix(".done").touch()
         if rank == 0:
@@ -156,12 +180,15 @@ def _run_pseudo_label(args) -> int:
     from .pseudo_label import PseudoLabeler, PseudoLabelSettings, label_examples
 
     table = load_examples(args.data)
+    if "path" not in table.column_names:
+        raise SystemExit("dualsight: error: pseudo-label needs an image folder or a manifest (files with paths); "
+                         "export a datasets dataset to files first")
     settings = PseudoLabelSettings(args.score_threshold, args.min_area, args.combination)
     cache = args.cache or str(Path(args.out).with_suffix(".cache.jsonl"))
     labeler = PseudoLabeler(args.model, settings, cache_file=cache, batch_size=args.batch_size)
     category_map = json.loads(Path(args.category_map).read_text()) if args.category_map else None
     labels = label_examples(table, labeler, category_map, args.category_column, args.min_size)
-    paths = table["path"] if "path" in table.column_names else table["image"]
+    paths = table["path"]
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "objects"])
@@ -272,18 +299,25 @@ def _run_export(args) -> int:
 def _add_evaluation_data(parser):
     parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
     parser.add_argument("--data", required=True, help="image folder, manifest or datasets dataset")
-    parser.add_argument("--validation-size", type=float, default=0.15)
-    parser.add_argument("--test-size", type=float, default=0.15)
-    parser.add_argument("--split-seed", type=int, default=42)
-    parser.add_argument("--stratify-by", default="source", help="split stratification column, as in training")
+    parser.add_argument("--validation-size", type=float, default=None)
+    parser.add_argument("--test-size", type=float, default=None)
+    parser.add_argument("--split-seed", type=int, default=None)
+    parser.add_argument("--stratify-by", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.epilog = ("The split settings default to those the model was trained with (its all_results.json), so that "
+                     "'test' is the split training held out; else 0.15 / 0.15 / seed 42, stratified by source.")
 
 
 def _evaluation_data(args, split: str):
+    from . import DEFAULT_MODEL_DIR
     from .evaluation import EvaluationData
 
-    return EvaluationData(args.data, split, args.validation_size, args.test_size, args.split_seed,
-                          args.stratify_by)
+    results = Path(args.model or DEFAULT_MODEL_DIR) / "all_results.json"
+    recipe = json.loads(results.read_text()).get("recipe", {}).get("data", {}) if results.exists() else {}
+    trained = {"validation_size": 0.15, "test_size": 0.15, "split_seed": 42, "stratify_by": "source",
+               **{k: recipe[k] for k in ("validation_size", "test_size", "split_seed", "stratify_by") if k in recipe}}
+    given = {k: getattr(args, k) for k in trained if getattr(args, k) is not None}
+    return EvaluationData(args.data, split, **{**trained, **given})
 
 
 def _add_evaluate(subparsers):

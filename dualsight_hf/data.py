@@ -34,8 +34,9 @@ def _parse_objects(value):
     if isinstance(value, list):
         return [str(v) for v in value]
     text = str(value).strip()
-    if text.startswith("["):
-        return [str(v) for v in json.loads(text)]
+    if text.startswith(("[", '"')):  # a JSON list, or one JSON string (a combination label: "cup, person")
+        loaded = json.loads(text)
+        return [str(v) for v in loaded] if isinstance(loaded, list) else [str(loaded)]
     return [part.strip() for part in text.split(";") if part.strip()]
 
 
@@ -181,10 +182,14 @@ def encode_labels(table: datasets.Dataset, config) -> datasets.Dataset:
 
 
 def encode_objects(objects: list[str] | None, config):
-    """Object names -> the object head's target (see `encode_labels`); names the head does not know are dropped."""
+    """Object names -> the object head's target (see `encode_labels`); names the head does not know are dropped.
+    For a single-label head, a one-element list is taken as the class name itself (a combination label such as
+    "cup, person" is one class), a longer list as the parts of a combination."""
     if config.object_problem_type == "single_label_classification":
         if objects is None:
             return -100
+        if len(objects) == 1 and objects[0] in config.object_label2id:
+            return config.object_label2id[objects[0]]
         name = ", ".join(sorted(objects)) if objects else "Unknown"
         return config.object_label2id.get(name, -100)
     if objects is None:

@@ -165,8 +165,8 @@ def markdown_report(result: dict, title: str = "Evaluation") -> str:
 
 def write_report(result: dict, out_dir, title: str = "Evaluation", before_temperature: float | None = None) -> Path:
     """
-    Write `report.md`, `results.json` and the plots (`degradations.png`, `reliability.png`, before and after
-    calibration when the temperature is not 1) into `out_dir`.
+    Write `report.md`, `results.json` and the plots (`degradations.png` when degradations were evaluated;
+    `reliability.png`, before and after temperature scaling, for two-class models) into `out_dir`.
     """
     from .plots import plot_degradations, plot_reliability_comparison
 

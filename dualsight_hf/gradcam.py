@@ -31,7 +31,8 @@ def grad_cam(model, pixel_values: torch.Tensor, target_class: int) -> np.ndarray
     handle = model.backbone.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = model(pixel_values=pixel_values.float()).logits
+            # the input requires grad so that a frozen backbone still builds the graph back to its feature map
+            logits = model(pixel_values=pixel_values.float().requires_grad_(True)).logits
             model.zero_grad(set_to_none=True)
             logits[0, target_class].backward()
     finally:

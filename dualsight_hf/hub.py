@@ -203,6 +203,9 @@ def stage_repo_folder(model_dir, out_dir, repo_id: str, **card_kwargs) -> list[t
         `list[tuple[str, int]]`: relative path and size in bytes of every staged file.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve() or out_dir.resolve() in model_dir.resolve().parents:
+        raise ValueError(f"{out_dir}: the staging folder is emptied first, so it must not be (or contain) the model "
+                         f"folder {model_dir}")
     if not (model_dir / "model.safetensors").exists():
         raise FileNotFoundError(f"{model_dir}: no model.safetensors (train or convert a model first)")
     if out_dir.exists():

@@ -40,7 +40,8 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, num_
 def authenticity_metrics(logits: np.ndarray, labels: np.ndarray, positive_label: int = 1) -> dict:
     """
     Accuracy, precision, recall and F1 (class `positive_label`, AI-generated, as the positive class; macro averages
-    for more than two classes), AUROC and expected calibration error.
+    over the classes present for more than two classes), AUROC (one-vs-rest mean for more than two) and expected
+    calibration error. All NaN, with `count` 0, when no example has a label.
 
     Args:
         logits (`np.ndarray` of shape `(n, num_labels)`): authenticity logits.
@@ -52,20 +53,22 @@ def authenticity_metrics(logits: np.ndarray, labels: np.ndarray, positive_label:
     """
     logits, labels = np.asarray(logits), np.asarray(labels)
     keep = labels != -100
+    if not keep.any():
+        return {key: float("nan") for key in ("accuracy", "precision", "recall", "f1", "auroc", "ece")} | {"count": 0}
     probabilities, labels = softmax(logits[keep]), labels[keep]
     predictions = probabilities.argmax(axis=-1)
     binary = probabilities.shape[1] == 2
-    average = "binary" if binary else "macro"
+    present = sorted(np.unique(labels).tolist())  # classes absent from this subset are not averaged in
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        labels, predictions, average=average, pos_label=positive_label, zero_division=0,
-        labels=None if binary else list(range(probabilities.shape[1])),
+        labels, predictions, average="binary" if binary else "macro", pos_label=positive_label, zero_division=0,
+        labels=None if binary else present,
     )
-    if len(np.unique(labels)) < 2:
+    if len(present) < 2:
         auroc = float("nan")
     elif binary:
         auroc = skm.roc_auc_score(labels == positive_label, probabilities[:, positive_label])
-    else:
-        auroc = skm.roc_auc_score(labels, probabilities, multi_class="ovr", labels=list(range(probabilities.shape[1])))
+    else:  # one-vs-rest over the classes present, each against all others
+        auroc = float(np.mean([skm.roc_auc_score(labels == c, probabilities[:, c]) for c in present]))
     confidence = probabilities.max(axis=-1)
     return {
         "accuracy": float(skm.accuracy_score(labels, predictions)),

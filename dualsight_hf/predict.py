@@ -33,7 +33,7 @@ class PredictionResult:
     What `dualsight predict` says about one input.
 
     Args:
-        path (`str`): the input: a file path, or `dataset:split:row` for a `datasets` row.
+        path (`str`): the input: a file path, or `DATASET:ROW` for a row of a `datasets` dataset.
         index (`int`): position of the input in the run's input order.
         label (`str`, *optional*): the authenticity decision: a class, or `"uncertain"` inside the model's
             uncertain band (see `pipeline.authenticity_decision`).
@@ -170,8 +170,8 @@ class Predictor:
     >>> from dualsight_hf.predict import Predictor
     >>> predictor = Predictor()  # the shipped default model
     >>> results = predictor.predict_paths(["examples"])
-    >>> sorted({r.label for r in results})
-    ['ai_generated', 'real']
+    >>> results[0].path, results[0].label  # doctest: +SKIP
+    ('examples/ai_generated/diffusion_000355.jpg', 'ai_generated')
     ```
     """
 
@@ -181,7 +181,9 @@ class Predictor:
         from . import DEFAULT_MODEL_DIR
 
         model = str(model or DEFAULT_MODEL_DIR)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # one GPU per process under accelerate launch / torchrun (LOCAL_RANK), else the first
+        self.device = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+                                              if torch.cuda.is_available() else "cpu"))
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
         self.dtype = resolve_dtype(dtype, self.device, getattr(self.model.config, "inference_dtype", None))
         self.model = self.model.to(memory_format=torch.channels_last)
@@ -267,12 +269,14 @@ def _csv_row(result: PredictionResult) -> list:
 CSV_HEADER = ["index", "path", "label", "score", "objects", "authenticity", "error"]
 
 
-def read_results(path) -> list[PredictionResult]:
-    """Results written earlier as JSON lines, a JSON array or CSV (for `--resume` and merging)."""
+def read_results(path, output_format: str = "jsonl") -> list[PredictionResult]:
+    """Results written earlier as `jsonl`, `json` or `csv` (for `--resume` and merging)."""
     path = Path(path)
+    if output_format not in ("jsonl", "json", "csv"):
+        raise ValueError(f"results written as {output_format} cannot be read back: use jsonl, json or csv")
     if not path.exists() or path.stat().st_size == 0:
         return []
-    if path.suffix == ".csv":
+    if output_format == "csv":
         with path.open(newline="") as handle:
             return [PredictionResult(path=row["path"], index=int(row["index"]), label=row["label"] or None,
                                      score=float(row["score"]) if row["score"] else None,
@@ -358,7 +362,7 @@ def merge_shards(output: Path, world_size: int, output_format: str, previous: li
     seen = {r.path for r in previous}
     fresh = []
     for rank in range(world_size):
-        for result in read_results(shard_path(output, rank, world_size)):
+        for result in read_results(shard_path(output, rank, world_size), "jsonl"):
             if result.path not in seen:
                 seen.add(result.path)
                 fresh.append(result)

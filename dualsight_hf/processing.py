@@ -53,6 +53,15 @@ def load_image_processor(name_or_path: str, **kwargs) -> BaseImageProcessor:
     Args:
         name_or_path (`str`): Hub id or folder of a model with a `preprocessor_config.json`.
         **kwargs: passed on to `AutoImageProcessor.from_pretrained` (`revision`, `trust_remote_code`, ...).
+
+    Raises:
+        `ModelLoadError`: with one line naming the model and the cause.
     """
+    from .loading import ModelLoadError
+
     kwargs.setdefault("backend", "pil")
-    return AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{name_or_path}: cannot load the image processor ({cause})") from error

@@ -98,7 +98,8 @@ class DualSightTrainer(Trainer):
             for in_backbone, learning_rate in ((True, self.backbone_learning_rate), (False, self.args.learning_rate)):
                 for with_decay in (True, False):
                     params = [p for n, p in model.named_parameters() if p.requires_grad
-                              and n.startswith("backbone.") == in_backbone and (n in decay) == with_decay]
+                              and n.startswith(("backbone.", "extra_backbones.")) == in_backbone
+                              and (n in decay) == with_decay]
                     if params:
                         groups.append({"params": params, "lr": learning_rate,
                                        "weight_decay": self.args.weight_decay if with_decay else 0.0})
@@ -187,7 +188,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     splits = split_examples(encode_labels(examples, model.config), data_args.validation_size, data_args.test_size,
                             data_args.split_seed, data_args.stratify_by)
     if data_args.max_train_samples:
-        splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
+        count = min(data_args.max_train_samples, len(splits["train"]))
+        splits["train"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(count))
     augmentation = AugmentationSettings(jpeg_p=data_args.jpeg_p, blur_p=data_args.blur_p,
                                         rescale_p=data_args.rescale_p) if data_args.augment else None
     splits["train"].set_transform(ImageTransform(processor, augmentation, seed=training_args.seed))

@@ -65,6 +65,18 @@ def test_datasets_source_with_classlabel_and_custom_columns(tmp_path):
     assert batch["pixel_values"].shape == (2, 3, 224, 224)
 
 
+def test_combination_labels_from_pseudo_label_reach_a_single_label_head(tmp_path, class_folder):
+    from conftest import tiny_config as make_config
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('path,label,objects\nfolder/real/nested/0.png,real,"""cup, person"""\n'
+                        'folder/real/nested/1.png,real,"""Unknown"""\n')
+    config = make_config(object_problem_type="single_label_classification")
+    config.object_id2label = {0: "Unknown", 1: "cup, person"}
+    config.object_label2id = {"Unknown": 0, "cup, person": 1}
+    assert encode_labels(load_examples(str(manifest)), config)["object_labels"] == [1, 0]
+
+
 def test_unknown_label_is_a_clear_error(class_folder):
     table = load_examples(str(class_folder)).map(lambda e: {"label": "cartoon"})
     with pytest.raises(ValueError, match="'cartoon' is not one of the model's labels"):

@@ -71,3 +71,10 @@ def test_card_and_readme_numbers_come_from_the_run():
     assert f"{results['test']['accuracy']:.4f}" in readme
     report = (DEFAULT_MODEL_DIR / "evaluation" / "report.md").read_text()
     assert report in card and report in readme
+
+
+def test_the_shipped_remote_code_is_the_package_code():
+    """Hub users of the default model run its copied .py files: they must be this version's code."""
+    package = DEFAULT_MODEL_DIR.parent
+    for name in ("configuration.py", "modeling.py", "pipeline.py", "images.py"):
+        assert (DEFAULT_MODEL_DIR / name).read_text() == (package / name).read_text(), name

@@ -35,6 +35,12 @@ def test_grad_cam_equals_the_hand_computed_map():
     np.testing.assert_allclose(cam, (expected / expected.max()).numpy(), atol=1e-5)
 
 
+def test_grad_cam_works_with_a_frozen_backbone():
+    model = DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).eval()
+    cam = grad_cam(model, torch.randn(1, 3, 32, 32), target_class=0)
+    assert cam.shape[0] >= 1 and np.isfinite(cam).all()
+
+
 def test_overlay_keeps_the_size():
     image = random_image(50, 30)
     blended = overlay(image, np.random.default_rng(0).random((4, 4)))

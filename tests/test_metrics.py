@@ -73,3 +73,16 @@ def test_trainer_compute_metrics_reads_both_heads():
                                 label_ids=(np.array([1, 0]), np.array([[1, 0, 0], [1, 0, 0]])))
     metrics = DualSightMetrics(tiny_config())(prediction)
     assert metrics["accuracy"] == 1.0 and metrics["objects_micro_f1"] == 1.0
+
+
+def test_three_classes_average_over_the_classes_present():
+    # classes 0 and 2 present, 1 absent; predictions all right
+    logits = np.array([[5.0, 0, 0], [5.0, 0, 0], [0, 0, 5.0], [0, 0, 5.0]])
+    m = authenticity_metrics(logits, np.array([0, 0, 2, 2]))
+    assert m["accuracy"] == m["recall"] == m["precision"] == m["f1"] == 1.0
+    assert m["auroc"] == 1.0
+
+
+def test_no_labelled_example_gives_nan_not_an_error():
+    m = authenticity_metrics(np.zeros((2, 2)), np.array([-100, -100]))
+    assert m["count"] == 0 and np.isnan(m["accuracy"])

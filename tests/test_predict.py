@@ -98,7 +98,7 @@ def test_resume_with_other_formats(tiny_model_dir, many_images, tmp_path, suffix
     main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output)])
     random_image(40, 30, seed=98).save(many_images / "98.png")
     main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output), "--resume"])
-    results = read_results(output)
+    results = read_results(output, suffix.lstrip("."))
     assert len(results) == 12 and len({r.path for r in results}) == 12
 
 
@@ -183,3 +183,23 @@ def test_onnx_export_matches_pytorch(tmp_path):
         expected = model(pixels)
     np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-3)
     np.testing.assert_allclose(object_logits, expected.object_logits.numpy(), atol=1e-3)
+
+
+def test_an_interrupted_resume_keeps_the_earlier_json(tiny_model_dir, many_images, tmp_path, monkeypatch):
+    output = tmp_path / "results.json"
+    main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output)])
+    before = output.read_text()
+    random_image(40, 30, seed=97).save(many_images / "97.png")
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Predictor, "stream", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["predict", str(many_images), "--model", str(tiny_model_dir), "--output", str(output), "--resume"])
+    assert output.read_text() == before
+
+
+def test_resume_needs_a_readable_output_format(tiny_model_dir, many_images):
+    with pytest.raises(SystemExit, match="--resume needs --output in jsonl, csv or json"):
+        main(["predict", str(many_images), "--model", str(tiny_model_dir), "--resume"])

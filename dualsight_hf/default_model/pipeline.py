@@ -127,10 +127,10 @@ class DualSightImageClassificationPipeline(ImageClassificationPipeline):
     ```python
     >>> from dualsight_hf import load_default_pipeline
     >>> classifier = load_default_pipeline()
-    >>> classifier("examples/real/coffee.png")  # doctest: +SKIP
-    [{'label': 'real', 'score': 0.98...}, {'label': 'ai_generated', 'score': 0.01...}]
-    >>> classifier("examples/real/coffee.png", head="both")  # doctest: +SKIP
-    {'authenticity': [...], 'objects': [...]}
+    >>> classifier("examples/real/chelsea.png")  # doctest: +SKIP
+    [{'label': 'real', 'score': ...}, {'label': 'ai_generated', 'score': ...}]
+    >>> classifier("examples/real/chelsea.png", head="both")  # doctest: +SKIP
+    {'authenticity': [...], 'objects': [...], 'decision': 'real'}
     ```
     """
 
