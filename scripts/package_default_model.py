@@ -38,8 +38,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="outputs/default-model", help="the training output folder")
     parser.add_argument("--data", default="../shared/data/real-vs-ai/manifest.csv")
+    parser.add_argument("--docs-only", action="store_true", help="only rewrite the model card and README.md from "
+                                                                "what the shipped model folder already holds")
     args = parser.parse_args()
+    if not args.docs_only:
+        measure(args)
+    write_docs()
 
+
+def measure(args) -> None:
+    """Stage, calibrate, choose the precision and evaluate: everything that runs the model on the data."""
     stage_repo_folder(args.run, DEFAULT_MODEL_DIR, REPO_ID, **CARD)
     predictor = default_device_predictor(str(DEFAULT_MODEL_DIR))
     data = EvaluationData(args.data, split="validation")
@@ -53,6 +61,10 @@ def main() -> None:
     perturbations = [p for name in DEFAULT_LEVELS for p in parse_perturbation(name)]
     result = evaluate(predictor, test, perturbations, group_by="source")
     write_report(result, DEFAULT_MODEL_DIR / "evaluation", title="Robustness and calibration on the test split")
+
+
+def write_docs() -> None:
+    """The model card and README.md's blocks, from the files in the model folder and the model's predictions."""
     build_model_card(DEFAULT_MODEL_DIR, REPO_ID, **CARD).save(DEFAULT_MODEL_DIR / "README.md")
 
     readme = REPO / "README.md"
