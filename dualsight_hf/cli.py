@@ -303,6 +303,8 @@ def _add_evaluation_data(parser):
     parser.add_argument("--test-size", type=float, default=None)
     parser.add_argument("--split-seed", type=int, default=None)
     parser.add_argument("--stratify-by", default=None)
+    parser.add_argument("--holdout-column", default=None, help="leave-one-group-out split, as in training")
+    parser.add_argument("--holdout-value", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.epilog = ("The split settings default to those the model was trained with (its all_results.json), so that "
                      "'test' is the split training held out; else 0.15 / 0.15 / seed 42, stratified by source.")
@@ -314,8 +316,9 @@ def _evaluation_data(args, split: str):
 
     results = Path(args.model or DEFAULT_MODEL_DIR) / "all_results.json"
     recipe = json.loads(results.read_text()).get("recipe", {}).get("data", {}) if results.exists() else {}
+    keys = ("validation_size", "test_size", "split_seed", "stratify_by", "holdout_column", "holdout_value")
     trained = {"validation_size": 0.15, "test_size": 0.15, "split_seed": 42, "stratify_by": "source",
-               **{k: recipe[k] for k in ("validation_size", "test_size", "split_seed", "stratify_by") if k in recipe}}
+               "holdout_column": None, "holdout_value": None, **{k: recipe[k] for k in keys if k in recipe}}
     given = {k: getattr(args, k) for k in trained if getattr(args, k) is not None}
     return EvaluationData(args.data, split, **{**trained, **given})
 

@@ -202,7 +202,8 @@ def encode_objects(objects: list[str] | None, config):
 
 
 def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_size: float = 0.15, seed: int = 42,
-                   stratify_by: str | None = None) -> datasets.DatasetDict:
+                   stratify_by: str | None = None, holdout_column: str | None = None,
+                   holdout_value: str | None = None) -> datasets.DatasetDict:
     """
     A deterministic train / validation / test split.
 
@@ -215,20 +216,32 @@ def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_
         validation_size, test_size (`float`, *optional*, defaults to 0.15): fractions of each stratum.
         seed (`int`, *optional*, defaults to 42): shuffling seed.
         stratify_by (`str`, *optional*): extra column to stratify by.
+        holdout_column, holdout_value (`str`, *optional*): leave one group out: every row whose `holdout_column`
+            equals `holdout_value` (e.g. `source` = `ddpm-edit_detect`) forms the test split, and train and
+            validation come from the other rows only (`test_size` is then unused), to measure generalisation to a
+            source the model never saw.
 
     Returns:
         `datasets.DatasetDict` with `train`, `validation` and `test`.
     """
     keys = table["label"] if stratify_by is None else list(zip(table[stratify_by], table["label"]))
+    held_out = set()
+    if holdout_column is not None:
+        if holdout_column not in table.column_names:
+            raise ValueError(f"no column '{holdout_column}' to hold out by")
+        held_out = {i for i, value in enumerate(table[holdout_column]) if str(value) == str(holdout_value)}
+        if not held_out:
+            raise ValueError(f"no row has {holdout_column} = {holdout_value!r}")
     strata = {}
     for index, key in enumerate(keys):
-        strata.setdefault(str(key), []).append(index)
+        if index not in held_out:
+            strata.setdefault(str(key), []).append(index)
     rng = random.Random(seed)
-    parts = {"train": [], "validation": [], "test": []}
+    parts = {"train": [], "validation": [], "test": sorted(held_out)}
     for key in sorted(strata):
         indices = strata[key]
         rng.shuffle(indices)
-        n_test = round(len(indices) * test_size)
+        n_test = 0 if held_out else round(len(indices) * test_size)
         n_validation = round(len(indices) * validation_size)
         parts["test"] += indices[:n_test]
         parts["validation"] += indices[n_test : n_test + n_validation]

@@ -24,8 +24,9 @@ class EvaluationData:
         data (`str`): image folder, manifest or `datasets` dataset (as in training).
         split (`str`, *optional*, defaults to `"test"`): `train`, `validation` or `test` of the seeded split that
             training makes with the same settings, or `all`.
-        validation_size, test_size (`float`), split_seed (`int`), stratify_by (`str`): the split settings (those of
-            `recipes/default_model.yaml` by default).
+        validation_size, test_size (`float`), split_seed (`int`), stratify_by (`str`), holdout_column,
+            holdout_value (`str`): the split settings, as in training (those of `recipes/default_model.yaml` by
+            default); with a held-out group, `test` is that group.
         dataset_split, image_column, label_column (`str`): for `datasets` sources.
     """
 
@@ -35,6 +36,8 @@ class EvaluationData:
     test_size: float = 0.15
     split_seed: int = 42
     stratify_by: str | None = "source"
+    holdout_column: str | None = None
+    holdout_value: str | None = None
     dataset_split: str = "train"
     image_column: str = "image"
     label_column: str = "label"
@@ -46,7 +49,8 @@ class EvaluationData:
         if self.split == "all":
             return table
         stratify = self.stratify_by if self.stratify_by in table.column_names else None
-        return split_examples(table, self.validation_size, self.test_size, self.split_seed, stratify)[self.split]
+        return split_examples(table, self.validation_size, self.test_size, self.split_seed, stratify,
+                              self.holdout_column, self.holdout_value)[self.split]
 
 
 def collect_logits(predictor, examples, condition: tuple[str, float] | None = None, progress: bool = True,

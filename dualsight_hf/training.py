@@ -69,6 +69,10 @@ class DataArguments:
                                                             "model selection)."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test split."})
     stratify_by: str | None = field(default=None, metadata={"help": "Column to stratify the split by, e.g. source."})
+    holdout_column: str | None = field(default=None, metadata={
+        "help": "Leave one group out: rows whose holdout_column equals holdout_value are the test split, and "
+                "training sees none of them (e.g. --holdout_column source --holdout_value ddpm-edit_detect)."})
+    holdout_value: str | None = field(default=None, metadata={"help": "The held-out group, see holdout_column."})
     group_metrics_by: str | None = field(default=None, metadata={
         "help": "Column to report test metrics by (e.g. source, generator). Default: stratify_by."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split."})
@@ -186,7 +190,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
 
     model, processor = build_model(model_args, examples)
     splits = split_examples(encode_labels(examples, model.config), data_args.validation_size, data_args.test_size,
-                            data_args.split_seed, data_args.stratify_by)
+                            data_args.split_seed, data_args.stratify_by, data_args.holdout_column,
+                            data_args.holdout_value)
     if data_args.max_train_samples:
         count = min(data_args.max_train_samples, len(splits["train"]))
         splits["train"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(count))

@@ -155,3 +155,14 @@ def test_unreadable_training_images_are_dropped_and_counted(class_folder):
     kept, errors = drop_unreadable(load_examples(str(class_folder)))
     assert len(kept) == 7 and len(errors) == 2
     assert any("broken.jpg" in e for e in errors) and any("empty.png: empty file" in e for e in errors)
+
+
+def test_leave_one_source_out_split():
+    table = make_table()
+    splits = split_examples(table, 0.25, 0.15, seed=1, stratify_by="source", holdout_column="source",
+                            holdout_value="b")
+    assert set(splits["test"]["source"]) == {"b"} and len(splits["test"]) == 40
+    assert set(splits["train"]["source"]) == set(splits["validation"]["source"]) == {"a"}
+    assert len(splits["train"]) + len(splits["validation"]) == 40 and len(splits["validation"]) == 10
+    with pytest.raises(ValueError, match="no row has source = 'c'"):
+        split_examples(table, holdout_column="source", holdout_value="c")
