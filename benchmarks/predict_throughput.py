@@ -7,7 +7,8 @@ of 512x512 JPEGs, interleaved over several rounds:
 1. baseline: `transformers.pipeline("image-classification")` (the stock `ImageClassificationPipeline`, same model and
    processor, float32 as the pipeline loads it, `batch_size` set);
 2. `dualsight predict` with its defaults (the `Predictor` streaming the folder, results written as JSON lines);
-3. the model's forward alone on pre-made tensors, same batch size and dtype as 2 (the ceiling for end-to-end).
+3. the model's forward alone on pre-made tensors, same batch size and dtype as 2 (the ceiling for end-to-end);
+4. `dualsight predict --compile` (torch.compile; its one-off compilation excluded).
 
 Then peak resident memory of `dualsight predict` (a fresh process each) on N small and N large folders.
 Prints the ratios and writes everything to a JSON file with the machine it ran on.
@@ -74,8 +75,11 @@ def time_stock_pipeline(model_dir: Path, images: Path, batch_size: int) -> float
     return len(files) / elapsed
 
 
-def time_dualsight_predict(model_dir: Path, images: Path, batch_size: int, scratch: Path) -> float:
-    predictor = Predictor(str(model_dir), batch_size=batch_size)
+def time_dualsight_predict(model_dir: Path, images: Path, batch_size: int, scratch: Path,
+                           compile: bool = False) -> float:
+    predictor = Predictor(str(model_dir), batch_size=batch_size, compile=compile)
+    if compile:  # compilation (tens of seconds, once per process) is not part of the steady-state throughput
+        list(predictor.stream(lambda: iter_inputs(sorted(images.glob("*.jpg"))[:batch_size]), progress=False))
     start = time.perf_counter()
     with open(scratch / "out.jsonl", "w") as handle:
         writer = ResultWriter(handle, "jsonl")
@@ -126,11 +130,13 @@ def main() -> None:
     report = {"machine": describe_machine(), "settings": vars(args), "models": {}}
     for name, model_dir in models.items():
         dtype = str(Predictor(str(model_dir), num_workers=0).dtype).removeprefix("torch.")  # what --dtype auto picks
-        runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": []}
+        runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": [], "dualsight_predict_compiled": []}
         for round_index in range(args.rounds):
             runs["stock_pipeline"].append(time_stock_pipeline(model_dir, images, args.batch_size))
             runs["dualsight_predict"].append(time_dualsight_predict(model_dir, images, args.batch_size, work))
             runs["forward_only"].append(time_forward_only(model_dir, args.images, args.batch_size))
+            runs["dualsight_predict_compiled"].append(
+                time_dualsight_predict(model_dir, images, args.batch_size, work, compile=True))
             print(f"{name} round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.1f} img/s" for k, v in runs.items()),
                   flush=True)
         median = {k: statistics.median(v) for k, v in runs.items()}
@@ -138,6 +144,7 @@ def main() -> None:
             "images_per_second": median, "all_rounds": runs, "dualsight_dtype": dtype,
             "speedup_over_stock_pipeline": median["dualsight_predict"] / median["stock_pipeline"],
             "fraction_of_forward_only": median["dualsight_predict"] / median["forward_only"],
+            "compiled_speedup_over_stock_pipeline": median["dualsight_predict_compiled"] / median["stock_pipeline"],
         }
     small, large = args.memory_images
     memory = {}
@@ -164,13 +171,16 @@ def markdown_table(report: dict) -> str:
     lines = [f"Measured by `benchmarks/predict_throughput.py` on {machine_line(report['machine'])}: "
              f"{settings['images']} JPEGs of 512x512, batch {settings['batch_size']}, median of "
              f"{settings['rounds']} interleaved rounds.\n",
-             "| model | stock pipeline (float32) | `dualsight predict` | forward only | speed-up | share of ceiling |",
-             "|---|---|---|---|---|---|"]
+             "| model | stock pipeline (float32) | `dualsight predict` | forward only | speed-up | share of ceiling "
+             "| `--compile` | its speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, result in report["models"].items():
         speed = result["images_per_second"]
         lines.append(f"| {name} ({result['dualsight_dtype']}) | {speed['stock_pipeline']:.1f} img/s | "
                      f"{speed['dualsight_predict']:.1f} img/s | {speed['forward_only']:.1f} img/s | "
-                     f"x{result['speedup_over_stock_pipeline']:.2f} | {result['fraction_of_forward_only']:.0%} |")
+                     f"x{result['speedup_over_stock_pipeline']:.2f} | {result['fraction_of_forward_only']:.0%} | "
+                     f"{speed['dualsight_predict_compiled']:.1f} img/s | "
+                     f"x{result['compiled_speedup_over_stock_pipeline']:.2f} |")
     memory = report["peak_memory_mb"]
     sizes = [key for key in memory if key.isdigit()]
     lines.append("\nPeak memory of `dualsight predict` (default model): " + ", ".join(
