@@ -172,7 +172,8 @@ def build_demo(cache: ModelCache | None = None):
                     authenticity = gr.Label(label="Authenticity", elem_id="authenticity")
                     objects = gr.Label(label="Objects", num_top_classes=5, elem_id="objects")
                     heatmap = gr.Image(label="What the decision looked at", elem_id="heatmap", interactive=False)
-            gr.Examples(examples, inputs=image, label="Examples")
+            if examples:  # the repository's examples/ (absent from a wheel install)
+                gr.Examples(examples, inputs=image, label="Examples")
             outputs = [authenticity, verdict, objects, heatmap]
             run.click(single, [image, choice, show_heatmap, band], outputs, preprocess=False)
             image.upload(single, [image, choice, show_heatmap, band], outputs, preprocess=False)
