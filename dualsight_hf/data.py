@@ -351,7 +351,7 @@ class ImageTransform:
         self.rng = random.Random(seed)
 
     def __call__(self, batch: dict) -> dict:
-        images = [load_image(_image_source(item)) for item in batch["image"]]
+        images = [load_image(image_source(item)) for item in batch["image"]]
         if self.augmentation is not None:
             images = [augment(image, self.augmentation, self.rng) for image in images]
         out = {"pixel_values": self.image_processor(images, return_tensors="pt")["pixel_values"]}
@@ -361,7 +361,7 @@ class ImageTransform:
         return out
 
 
-def _image_source(item):
+def image_source(item):
     """A path, bytes or PIL image from a dataset cell (`datasets.Image(decode=False)` cells are dicts)."""
     if isinstance(item, dict):
         return item.get("bytes") or item.get("path")
@@ -377,7 +377,7 @@ def drop_unreadable(table: datasets.Dataset, num_proc: int | None = None) -> tup
     """
     def check(example):
         try:
-            load_image(_image_source(example["image"]))
+            load_image(image_source(example["image"]))
             return {"_error": ""}
         except ImageLoadError as error:
             return {"_error": str(error)}

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .calibration import band_coverage
-from .data import drop_unreadable, encode_labels, load_examples, split_examples
+from .data import drop_unreadable, encode_labels, image_source, load_examples, split_examples
 from .degradations import degrade
 from .images import load_image
 from .metrics import authenticity_metrics, softmax
@@ -65,7 +65,7 @@ def collect_logits(predictor, examples, condition: tuple[str, float] | None = No
         batch.clear()
 
     for index, source in enumerate(tqdm(images, desc=description, unit="img", disable=not progress, leave=False)):
-        image = load_image(source["bytes"] or source["path"] if isinstance(source, dict) else source)
+        image = load_image(image_source(source))
         batch.append(degrade(image, *condition, seed=index) if condition else image)
         if len(batch) == predictor.batch_size:
             flush()

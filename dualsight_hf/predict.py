@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
+from .data import image_source
 from .images import ImageLoadError, iter_image_files, load_image
 from .loading import load_model
 from .pipeline import authenticity_decision, authenticity_predictions, object_predictions
@@ -94,10 +95,7 @@ def iter_inputs(paths=(), paths_from: str | None = None, dataset=None, image_col
             yield (entry.source if isinstance(entry, ImageLoadError) else str(entry)), entry
     if dataset is not None:
         for row, record in enumerate(dataset):
-            item = record[image_column]
-            if isinstance(item, dict):  # an undecoded `datasets.Image` cell
-                item = item.get("bytes") or item.get("path")
-            yield f"{dataset_name}:{row}", item
+            yield f"{dataset_name}:{row}", image_source(record[image_column])
 
 
 class PreprocessedInputs(IterableDataset):
