@@ -1,21 +1,22 @@
 """DualSight HF: tell AI-generated images from real photographs, and name what is in them, as a transformers model.
 
-Importing the package registers `DualSightConfig` and `DualSightForImageClassification` with transformers' Auto
-classes and marks them for `save_pretrained` to write `auto_map` and copy their code, so that a saved folder loads
-with `trust_remote_code=True` where this package is not installed.
+Importing the package registers `DualSightConfig`, `DualSightForImageClassification` and `DualSightImageProcessor`
+with transformers' Auto classes and marks them for `save_pretrained` to write `auto_map` and copy their code, so that
+a saved folder loads with `trust_remote_code=True` where this package is not installed.
 """
 
 from pathlib import Path
 
 import transformers
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration import DualSightConfig
+from .image_processing import DualSightImageProcessor
 from .images import ImageLoadError, load_image
 from .loading import ModelLoadError, UnsafeWeightsError, load_model
 from .modeling import DualSightForImageClassification, DualSightImageClassifierOutput, DualSightPreTrainedModel
 from .pipeline import DualSightImageClassificationPipeline
-from .processing import image_processor_for_backbone, load_image_processor
+from .processing import image_processor_for_backbone, image_processor_for_model, load_image_processor
 
 __version__ = "0.1.0"
 
@@ -25,7 +26,9 @@ DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 AutoConfig.register(DualSightConfig.model_type, DualSightConfig, exist_ok=True)
 AutoModel.register(DualSightConfig, DualSightForImageClassification, exist_ok=True)
 AutoModelForImageClassification.register(DualSightConfig, DualSightForImageClassification, exist_ok=True)
+AutoImageProcessor.register(DualSightConfig, image_processor_classes={"pil": DualSightImageProcessor}, exist_ok=True)
 DualSightConfig.register_for_auto_class()
+DualSightImageProcessor.register_for_auto_class("AutoImageProcessor")
 DualSightForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 
@@ -70,10 +73,12 @@ __all__ = [
     "DualSightConfig",
     "DualSightForImageClassification",
     "DualSightImageClassificationPipeline",
+    "DualSightImageProcessor",
     "DualSightImageClassifierOutput",
     "DualSightPreTrainedModel",
     "ImageLoadError",
     "image_processor_for_backbone",
+    "image_processor_for_model",
     "load_default_pipeline",
     "load_image",
     "load_image_processor",

@@ -47,6 +47,37 @@ def image_processor_for_backbone(backbone_config: PreTrainedConfig, **overrides)
     return processor_class(**kwargs)
 
 
+def image_processor_for_model(config, semantic_processor: BaseImageProcessor | None = None) -> BaseImageProcessor:
+    """
+    The image processor of a DualSight model: the semantic backbone's stock processor, wrapped in a
+    [`DualSightImageProcessor`] that also makes the native-resolution crops when `config.artifact_stream` is set.
+
+    Args:
+        config ([`DualSightConfig`]): the model's configuration.
+        semantic_processor (`BaseImageProcessor`, *optional*): the semantic backbone's processor (e.g. loaded from
+            its pretrained checkpoint); by default [`image_processor_for_backbone`] of the first backbone.
+
+    Example:
+
+    ```python
+    >>> from transformers import MobileNetV2Config
+    >>> from dualsight_hf import DualSightConfig
+    >>> from dualsight_hf.processing import image_processor_for_model
+    >>> config = DualSightConfig(backbone_config=MobileNetV2Config(), artifact_stream={"crop_size": 32})
+    >>> type(image_processor_for_model(config)).__name__
+    'DualSightImageProcessor'
+    ```
+    """
+    from .image_processing import DualSightImageProcessor
+
+    semantic_processor = semantic_processor or image_processor_for_backbone(config.backbone_config)
+    stream = config.artifact_stream
+    if not stream:
+        return semantic_processor
+    return DualSightImageProcessor(semantic_processor, crop_size=stream["crop_size"],
+                                   crops_per_side=stream["crops_per_side"])
+
+
 def load_image_processor(name_or_path: str, **kwargs) -> BaseImageProcessor:
     """`AutoImageProcessor.from_pretrained` with the PIL backend, which needs no torchvision.
 

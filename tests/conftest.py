@@ -8,6 +8,7 @@ from PIL import Image
 from transformers import ConvNextConfig, MobileNetV2Config, ResNetConfig, ViTConfig
 
 from dualsight_hf import DualSightConfig, DualSightForImageClassification, image_processor_for_backbone
+from dualsight_hf.processing import image_processor_for_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -38,14 +39,16 @@ def tiny_config(backbone: str = "resnet", object_problem_type: str = "multi_labe
 
 
 def save_tiny_model(folder: Path, backbone: str = "resnet", seed: int = 0, **kwargs) -> Path:
-    """A tiny random DualSight model with its processor (32x32 input), saved to `folder`."""
+    """A tiny random DualSight model with its processor (32x32 input; with `artifact_stream`, also the crops),
+    saved to `folder`."""
     import torch
 
     torch.manual_seed(seed)
     model = DualSightForImageClassification(tiny_config(backbone, **kwargs)).eval()
     model.save_pretrained(folder)
-    image_processor_for_backbone(model.config.backbone_config, size={"shortest_edge": 32},
-                                 crop_size={"height": 32, "width": 32}, crop_pct=1.0).save_pretrained(folder)
+    semantic = image_processor_for_backbone(model.config.backbone_config, size={"shortest_edge": 32},
+                                            crop_size={"height": 32, "width": 32}, crop_pct=1.0)
+    image_processor_for_model(model.config, semantic).save_pretrained(folder)
     return folder
 
 

@@ -3,6 +3,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, MobileNetV2Config, ResNetConfig
 
 from dualsight_hf import DualSightConfig
+from dualsight_hf.configuration import ARTIFACT_STREAM_DEFAULTS
 
 
 def test_defaults_are_the_original_layout():
@@ -52,7 +53,19 @@ def test_num_object_labels_shortcut_and_off_switch():
     ({"object_problem_type": "regression"}, "object_problem_type"),
     ({"object_id2label": {1: "a", 2: "b"}}, "object_id2label keys must be 0..1"),
     ({"classifier_dropout": 1.5}, "classifier_dropout must be in"),
+    ({"artifact_stream": {"crop_size": 63}}, "crop_size"),
+    ({"artifact_stream": {"residuals": ["fft"]}}, "residuals"),
+    ({"artifact_stream": {"crop_aggregation": "median"}}, "crop_aggregation"),
+    ({"artifact_stream": {"crops": 3}}, "unknown keys"),
 ])
 def test_invalid_settings_are_refused(kwargs, message):
     with pytest.raises((ValueError, StrictDataclassError), match=message):
         DualSightConfig(**kwargs)
+
+
+def test_artifact_stream_is_off_by_default_and_filled_with_defaults(tmp_path):
+    assert DualSightConfig().artifact_stream is None
+    config = DualSightConfig(artifact_stream={"crop_size": 32})
+    assert config.artifact_stream == {**ARTIFACT_STREAM_DEFAULTS, "crop_size": 32}
+    config.save_pretrained(tmp_path)
+    assert DualSightConfig.from_pretrained(tmp_path).artifact_stream == config.artifact_stream

@@ -134,3 +134,88 @@ def test_from_backbone_loads_pretrained_weights_offline():
     # TensorFlow-style BatchNorm momentum (0.997) is converted to PyTorch's meaning
     momenta = {m.momentum for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert momenta and max(momenta) < 0.5
+
+
+ARTIFACT = {"channels": [4, 8], "crop_size": 16, "crops_per_side": 2}
+
+
+@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
+def test_artifact_stream_forward_backward_every_backbone(backbone):
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(backbone, artifact_stream=ARTIFACT))
+    out = model(torch.randn(4, 3, 32, 32), artifact_values=torch.rand(4, 3, 3, 16, 16),
+                labels=torch.tensor([0, 1, 1, 0]), object_labels=object_targets("multi_label_classification"))
+    assert out.logits.shape == (4, 2) and out.object_logits.shape == (4, 3)
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.artifact_encoder.parameters()
+               if p.ndim > 1)
+    # the head reads both features
+    assert model.classifier.in_features == pooled_feature_size(model.config.backbone_config, model.backbone) + 8
+
+
+def per_crop_logits(model, pixels, crops):
+    """Each crop scored on its own (one crop per image: no aggregation)."""
+    return torch.stack([model(pixels, artifact_values=crops[:, k]).logits for k in range(crops.shape[1])], dim=1)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "max"])
+def test_crop_aggregation(aggregation):
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(
+        tiny_config(artifact_stream={**ARTIFACT, "crop_aggregation": aggregation})).eval()
+    pixels, crops = torch.randn(3, 3, 32, 32), torch.rand(3, 4, 3, 16, 16) * torch.arange(1.0, 5)[None, :, None,
+                                                                                                  None, None]
+    with torch.no_grad():
+        each = per_crop_logits(model, pixels, crops)
+        combined = model(pixels, artifact_values=crops).logits
+    if aggregation == "mean":
+        expected = each.mean(dim=1)
+    else:  # the crop with the highest probability of not being class 0 (real)
+        chosen = (1 - each.softmax(-1)[..., 0]).argmax(dim=1)
+        expected = each[torch.arange(3), chosen]
+        assert not torch.allclose(expected, each.mean(dim=1))
+    torch.testing.assert_close(combined, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_object_head_keeps_the_semantic_feature():
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(artifact_stream=ARTIFACT)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        first = model(pixels, artifact_values=torch.rand(2, 4, 3, 16, 16))
+        second = model(pixels, artifact_values=torch.rand(2, 4, 3, 16, 16))
+    torch.testing.assert_close(first.object_logits, second.object_logits)
+    assert not torch.allclose(first.logits, second.logits)
+    assert model.object_classifier.in_features == pooled_feature_size(model.config.backbone_config, model.backbone)
+
+
+def test_artifact_only_model_does_not_run_an_unused_backbone():
+    model = DualSightForImageClassification(
+        tiny_config(with_objects=False, artifact_stream={**ARTIFACT, "semantic_features": False})).eval()
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    assert model.classifier.in_features == 8
+    out = model(torch.randn(2, 3, 32, 32), artifact_values=torch.rand(2, 4, 3, 16, 16))
+    assert out.logits.shape == (2, 2) and not calls
+    with_objects = DualSightForImageClassification(
+        tiny_config(artifact_stream={**ARTIFACT, "semantic_features": False})).eval()
+    with_objects.backbone.register_forward_hook(lambda *args: calls.append(1))
+    assert with_objects(torch.randn(2, 3, 32, 32), artifact_values=torch.rand(2, 4, 3, 16, 16)).object_logits.shape \
+        == (2, 3) and calls
+
+
+def test_artifact_stream_needs_its_input():
+    model = DualSightForImageClassification(tiny_config(artifact_stream=ARTIFACT))
+    with pytest.raises(ValueError, match="pass artifact_values"):
+        model(torch.randn(1, 3, 32, 32))
+
+
+def test_artifact_stream_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(artifact_stream=ARTIFACT)).eval()
+    inputs = {"pixel_values": torch.randn(2, 3, 32, 32), "artifact_values": torch.rand(2, 4, 3, 16, 16)}
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.artifact_stream == {**model.config.artifact_stream}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)

@@ -9,6 +9,7 @@ import sys
 
 import torch
 
+from conftest import save_tiny_model
 from dualsight_hf import load_image, load_pipeline
 
 BLOCK_PACKAGE = """
@@ -33,15 +34,17 @@ from PIL import Image
 model_id, image_path = sys.argv[1], sys.argv[2]
 config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
 model = AutoModelForImageClassification.from_pretrained(model_id, trust_remote_code=True).eval()
-processor = AutoImageProcessor.from_pretrained(model_id, backend="pil")
-pixels = processor(Image.open(image_path).convert("RGB"), return_tensors="pt")["pixel_values"]
+processor = AutoImageProcessor.from_pretrained(model_id, backend="pil", trust_remote_code=True)
+inputs = processor(Image.open(image_path).convert("RGB"), return_tensors="pt")
 with torch.no_grad():
-    out = model(pixels)
+    out = model(**inputs)
 classifier = pipeline("image-classification", model=model_id, trust_remote_code=True)
 print(json.dumps({
     "config_class": type(config).__module__,
     "model_class": type(model).__name__,
     "pipeline_class": type(classifier).__name__,
+    "processor_class": type(processor).__module__ + "." + type(processor).__name__,
+    "inputs": sorted(inputs),
     "logits": out.logits.tolist(),
     "object_logits": out.object_logits.tolist(),
     "both": classifier(image_path, head="both", object_threshold=0.0),
@@ -58,9 +61,9 @@ def run_without_package(model_id: str, image_path: str, env: dict | None = None)
 
 def reference(model_dir, image_path):
     classifier = load_pipeline(model_dir)
-    pixels = classifier.image_processor(load_image(image_path), return_tensors="pt")["pixel_values"]
+    inputs = classifier.image_processor(load_image(image_path), return_tensors="pt")
     with torch.no_grad():
-        out = classifier.model(pixels)
+        out = classifier.model(**inputs)
     return out, classifier(str(image_path), head="both", object_threshold=0.0)
 
 
@@ -102,3 +105,17 @@ def test_loads_by_repo_id_from_an_offline_hub_cache(tiny_model_dir, image_dir, t
     env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     remote = run_without_package("dualsight-org/tiny-dualsight", image, env)
     assert_same(remote, tiny_model_dir, image)
+
+
+def test_artifact_stream_model_loads_with_remote_code(tmp_path, image_dir):
+    """The two-input processor and the artifact stream's code travel with the folder."""
+    model_dir = save_tiny_model(tmp_path / "artifact-model", artifact_stream={"crop_size": 16, "crops_per_side": 2})
+    processor_config = json.loads((model_dir / "preprocessor_config.json").read_text())
+    assert processor_config["auto_map"] == {"AutoImageProcessor": "image_processing.DualSightImageProcessor"}
+    assert (model_dir / "artifacts.py").exists() and (model_dir / "image_processing.py").exists()
+    image = str(image_dir / "a.jpg")
+    remote = run_without_package(str(model_dir), image)
+    assert remote["processor_class"].startswith("transformers_modules")
+    assert remote["processor_class"].endswith("DualSightImageProcessor")
+    assert remote["inputs"] == ["artifact_values", "pixel_values"]
+    assert_same(remote, model_dir, image)

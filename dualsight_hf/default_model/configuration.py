@@ -7,6 +7,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 DEFAULT_AUTHENTICITY_LABELS = {0: "real", 1: "ai_generated"}
+#: Settings of the artifact stream and their defaults (see `DualSightConfig.artifact_stream`).
+ARTIFACT_STREAM_DEFAULTS = {"residuals": ["npr", "srm"], "channels": [16, 32, 64, 128], "crop_size": 64,
+                            "crops_per_side": 3, "crop_aggregation": "mean", "semantic_features": True}
 OBJECT_PROBLEM_TYPES = ("multi_label_classification", "single_label_classification")
 
 
@@ -35,6 +38,23 @@ class DualSightConfig(PreTrainedConfig):
             says what that backbone expects (`image_mean`, `image_std`, optional `size` as `[height, width]`), and
             the model re-normalises and resizes the input for it. `None` (the default, or an entry) when one
             processor serves all.
+        artifact_stream (`dict`, *optional*):
+            Adds a second input stream that looks at generation artifacts rather than content (off when `None`, the
+            default). It reads `artifact_values`, crops of the image at its native resolution (no resizing, small
+            images padded by tiling) made by [`DualSightImageProcessor`], turns them into fixed residuals and runs a
+            small CNN ([`~artifacts.ArtifactEncoder`]); its pooled feature is concatenated with the semantic
+            backbones' feature for the authenticity head only (the object head keeps the semantic feature).
+            Keys, with their defaults:
+            - `residuals` (`["npr", "srm"]`): the neighbouring-pixel residual `x - up(down(x))` and the SRM
+              high-pass bank;
+            - `channels` (`[16, 32, 64, 128]`): widths of the CNN's stages;
+            - `crop_size` (`64`): side of a crop, in pixels, even;
+            - `crops_per_side` (`3`): at test time the image is scored on a `crops_per_side` x `crops_per_side` grid
+              of crops (training takes one random crop per image);
+            - `crop_aggregation` (`"mean"`): how the per-crop authenticity logits are combined: `"mean"` (mean
+              logits) or `"max"` (the crop that looks least like class 0, the real class);
+            - `semantic_features` (`True`): `False` gives an artifact-only authenticity head (the semantic backbone
+              then only serves the object head, and is not run when there is none).
         id2label (`dict[int, str]`, *optional*, defaults to `{0: "real", 1: "ai_generated"}`):
             Authenticity classes. Any number of classes is allowed (e.g. `{0: "human", 1: "dalle", 2: "other_ai"}`).
         label2id (`dict[str, int]`, *optional*):
@@ -115,6 +135,7 @@ class DualSightConfig(PreTrainedConfig):
     backbone_config: dict | PreTrainedConfig | list | None = None
     extra_backbone_configs: list | None = None
     backbone_preprocessing: list | None = None
+    artifact_stream: dict | None = None
     authenticity_head: dict | None = None
     object_head: dict | None = None
     authenticity_single_logit: bool = False
@@ -144,6 +165,8 @@ class DualSightConfig(PreTrainedConfig):
                 config if isinstance(config, PreTrainedConfig) else AutoConfig.for_model(**config)
                 for config in self.extra_backbone_configs
             ]
+        if self.artifact_stream is not None:
+            self.artifact_stream = {**ARTIFACT_STREAM_DEFAULTS, **self.artifact_stream}
         if self.id2label is None and kwargs.get("num_labels") is None:
             self.id2label = dict(DEFAULT_AUTHENTICITY_LABELS)
         if self.id2label is not None and self.label2id is None:
@@ -200,12 +223,32 @@ class DualSightConfig(PreTrainedConfig):
                 raise ValueError(f"{name} has unknown keys {sorted(unknown)}")
             if spec.get("norm") not in (None, "batch_norm", "layer_norm"):
                 raise ValueError(f"{name}['norm'] must be batch_norm, layer_norm or None, got {spec['norm']!r}")
+        if self.artifact_stream is not None:
+            self._validate_artifact_stream()
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.decision_threshold is not None and not 0.0 < self.decision_threshold < 1.0:
             raise ValueError(f"decision_threshold must be in (0, 1), got {self.decision_threshold}")
         if not 0.0 <= self.uncertain_band < 0.5:
             raise ValueError(f"uncertain_band must be in [0, 0.5), got {self.uncertain_band}")
+
+    def _validate_artifact_stream(self):
+        stream = self.artifact_stream
+        unknown = set(stream) - set(ARTIFACT_STREAM_DEFAULTS)
+        if unknown:
+            raise ValueError(f"artifact_stream has unknown keys {sorted(unknown)}")
+        if not stream["residuals"] or set(stream["residuals"]) - {"npr", "srm"}:
+            raise ValueError(f"artifact_stream['residuals'] must be a non-empty list of npr, srm, got "
+                             f"{stream['residuals']}")
+        if stream["crop_size"] < 8 or stream["crop_size"] % 2:
+            raise ValueError(f"artifact_stream['crop_size'] must be an even number >= 8, got {stream['crop_size']}")
+        if stream["crops_per_side"] < 1:
+            raise ValueError(f"artifact_stream['crops_per_side'] must be >= 1, got {stream['crops_per_side']}")
+        if stream["crop_aggregation"] not in ("mean", "max"):
+            raise ValueError(f"artifact_stream['crop_aggregation'] must be mean or max, got "
+                             f"{stream['crop_aggregation']!r}")
+        if not stream["channels"] or any(width < 1 for width in stream["channels"]):
+            raise ValueError(f"artifact_stream['channels'] must be positive widths, got {stream['channels']}")
 
 
 __all__ = ["DualSightConfig"]

@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from .artifacts import ArtifactEncoder
 from .configuration import DualSightConfig
 from .pipeline import DualSightImageClassificationPipeline
 
@@ -189,10 +190,12 @@ class DualSightPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
+        elif isinstance(module, nn.Conv2d):  # the artifact stream's CNN
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
 
@@ -200,7 +203,10 @@ class DualSightPreTrainedModel(PreTrainedModel):
 class DualSightForImageClassification(DualSightPreTrainedModel):
     """
     DualSight model: a transformers vision backbone, its pooled feature, then an authenticity head (`logits`) and an
-    optional object head (`object_logits`).
+    optional object head (`object_logits`). With `config.artifact_stream`, an [`~artifacts.ArtifactEncoder`] also
+    reads native-resolution crops (`artifact_values`); the authenticity head scores each crop from the semantic
+    feature and that crop's artifact feature, and the crops' logits are combined as
+    `config.artifact_stream["crop_aggregation"]` says.
 
     Args:
         config ([`DualSightConfig`]): the model configuration.
@@ -233,9 +239,14 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         self.extra_backbones = (nn.ModuleList(build_backbone(c) for c in config.extra_backbone_configs)
                                 if config.extra_backbone_configs else None)
         feature_size = sum(pooled_feature_size(c, b) for c, b in zip(config.backbone_configs, self.backbones))
+        stream = config.artifact_stream
+        self.artifact_encoder = ArtifactEncoder(stream["residuals"], stream["channels"]) if stream else None
+        authenticity_features = 0 if stream and not stream["semantic_features"] else feature_size
+        if self.artifact_encoder is not None:
+            authenticity_features += self.artifact_encoder.feature_size
         self.dropout = nn.Dropout(config.classifier_dropout)
         outputs = 1 if config.authenticity_single_logit else config.num_labels
-        self.classifier = build_head(feature_size, outputs, config.authenticity_head)
+        self.classifier = build_head(authenticity_features, outputs, config.authenticity_head)
         self.object_classifier = (build_head(feature_size, config.num_object_labels, config.object_head)
                                   if config.num_object_labels > 0 else None)
         for backbone in self.backbones:
@@ -321,9 +332,53 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                         module.eval()
         return self
 
+    def semantic_features(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None):
+        """The pooled features of every backbone, concatenated, and the first backbone's outputs."""
+        backbone_outputs = self.backbone(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        features = [pool_backbone_output(backbone_outputs)]
+        preprocessing = self.config.backbone_preprocessing or [None] * len(self.backbones)
+        for extra, wanted in zip(self.extra_backbones or [], preprocessing[1:]):
+            inputs = adapt_input(pixel_values, preprocessing[0], wanted) if wanted else pixel_values
+            features.append(pool_backbone_output(extra(inputs, return_dict=True)))
+        return (torch.cat(features, dim=-1) if len(features) > 1 else features[0]), backbone_outputs
+
+    def authenticity_logits(self, semantic: torch.Tensor | None, artifact_values: torch.Tensor | None) -> torch.Tensor:
+        """
+        Authenticity logits from the (dropped-out) semantic feature (`None` for an artifact-only head) and, with an
+        artifact stream, the crops in `artifact_values` (`(batch, crops, 3, size, size)` or `(batch, 3, size, size)`):
+        every crop is scored, then the crops' logits are combined (`crop_aggregation`).
+        """
+        if self.artifact_encoder is None:
+            return self._head_logits(semantic)
+        if artifact_values is None:
+            raise ValueError("This model has an artifact stream: pass artifact_values, the native-resolution crops "
+                             "that its image processor (DualSightImageProcessor) makes")
+        if artifact_values.ndim == 4:
+            artifact_values = artifact_values[:, None]
+        batch, crops = artifact_values.shape[:2]
+        # one row per (image, crop), image-major
+        features = self.dropout(self.artifact_encoder(artifact_values.flatten(0, 1)))
+        if semantic is not None:
+            features = torch.cat([semantic.repeat_interleave(crops, dim=0).to(features.dtype), features], dim=1)
+        logits = self._head_logits(features)
+        per_crop = logits.reshape(batch, crops, logits.shape[-1])
+        if self.config.artifact_stream["crop_aggregation"] == "max":
+            not_first_class = 1 - per_crop.float().softmax(-1)[..., 0]
+            chosen = not_first_class.argmax(dim=1)
+            return per_crop[torch.arange(batch, device=per_crop.device), chosen]
+        return per_crop.mean(dim=1)
+
+    def _head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(features)
+        if self.config.authenticity_single_logit:
+            # softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)], and cross-entropy on it is BCE on z
+            logits = torch.cat([-logits / 2, logits / 2], dim=-1)
+        return logits
+
     def forward(
         self,
         pixel_values: torch.FloatTensor,
+        artifact_values: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         object_labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
@@ -334,6 +389,9 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
                 Images as the model's image processor makes them.
+            artifact_values (`torch.FloatTensor` of shape `(batch_size, num_crops, 3, crop_size, crop_size)`, *optional*):
+                Native-resolution crops, scaled to [0, 1], for the artifact stream (required when the config has
+                one): what [`DualSightImageProcessor`] returns next to `pixel_values`.
             labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 Authenticity class indices; `-100` marks an example without one.
             object_labels (`torch.Tensor`, *optional*):
@@ -349,17 +407,13 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
             [`DualSightImageClassifierOutput`] or `tuple`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        backbone_outputs = self.backbone(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
-        features = [pool_backbone_output(backbone_outputs)]
-        preprocessing = self.config.backbone_preprocessing or [None] * len(self.backbones)
-        for extra, wanted in zip(self.extra_backbones or [], preprocessing[1:]):
-            inputs = adapt_input(pixel_values, preprocessing[0], wanted) if wanted else pixel_values
-            features.append(pool_backbone_output(extra(inputs, return_dict=True)))
-        features = self.dropout(torch.cat(features, dim=-1) if len(features) > 1 else features[0])
-        logits = self.classifier(features)
-        if self.config.authenticity_single_logit:
-            # softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)], and cross-entropy on it is BCE on z
-            logits = torch.cat([-logits / 2, logits / 2], dim=-1)
+        stream = self.config.artifact_stream
+        semantic_for_authenticity = not stream or stream["semantic_features"]
+        features = backbone_outputs = None
+        if semantic_for_authenticity or self.object_classifier is not None or output_hidden_states:
+            features, backbone_outputs = self.semantic_features(pixel_values, output_hidden_states)
+            features = self.dropout(features)
+        logits = self.authenticity_logits(features if semantic_for_authenticity else None, artifact_values)
         object_logits = self.object_classifier(features) if self.object_classifier is not None else None
 
         authenticity_loss = object_loss = loss = None
@@ -384,7 +438,7 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
             object_logits=object_logits,
             authenticity_loss=authenticity_loss,
             object_loss=object_loss,
-            hidden_states=backbone_outputs.hidden_states if output_hidden_states else None,
+            hidden_states=backbone_outputs.hidden_states if output_hidden_states and backbone_outputs else None,
         )
         return output if return_dict else output.to_tuple()
 

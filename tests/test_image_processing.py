@@ -1,0 +1,99 @@
+"""The two-input image processor: native-resolution crops beside the semantic view, saved and loaded."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, MobileNetV2Config
+
+from conftest import random_image
+from dualsight_hf import DualSightConfig, DualSightImageProcessor, image_processor_for_backbone
+from dualsight_hf.image_processing import crop_positions, native_crops
+from dualsight_hf.processing import image_processor_for_model
+
+
+def coordinate_image(height: int, width: int) -> np.ndarray:
+    """Red = row, green = column: every crop tells where it came from."""
+    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    return np.stack([rows, columns, np.zeros_like(rows)], -1).astype(np.uint8)
+
+
+def test_crop_positions_span_the_image_with_even_offsets():
+    assert crop_positions(100, 32, 3) == [0, 34, 68]
+    assert crop_positions(101, 32, 1) == [34]
+    assert crop_positions(100, 32, 2) == [0, 68]
+    assert crop_positions(20, 32, 3) == [0, 0, 0]  # no room: every crop starts at 0
+
+
+def test_grid_crops_are_native_pixels():
+    image = coordinate_image(100, 120)
+    crops = native_crops(image, 32, crops_per_side=2)
+    assert crops.shape == (4, 3, 32, 32) and crops.dtype == np.float32
+    # top-left, top-right, bottom-left, bottom-right; values unscaled back to the coordinates
+    starts = [(int(c[0, 0, 0] * 255 + 0.5), int(c[1, 0, 0] * 255 + 0.5)) for c in crops]
+    assert starts == [(0, 0), (0, 88), (68, 0), (68, 88)]
+    np.testing.assert_array_equal(np.round(crops[3] * 255).astype(np.uint8), image[68:100, 88:120].transpose(2, 0, 1))
+
+
+def test_small_images_are_tiled_not_resized():
+    image = random_image(20, 12, seed=4)
+    array = np.asarray(image)
+    crop = native_crops(array, 32)[0]
+    np.testing.assert_array_equal(np.round(crop * 255).astype(np.uint8),
+                                  np.tile(array, (3, 2, 1))[:32, :32].transpose(2, 0, 1))
+
+
+def test_random_crops_stay_on_the_pixel_grid():
+    image = coordinate_image(90, 77)
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(50):
+        crop = native_crops(image, 16, crops_per_side=3, rng=rng)
+        assert crop.shape == (1, 3, 16, 16)
+        top, left = int(crop[0, 0, 0, 0] * 255 + 0.5), int(crop[0, 1, 0, 0] * 255 + 0.5)
+        assert top % 2 == 0 and left % 2 == 0 and top + 16 <= 90 and left + 16 <= 77
+        seen.add((top, left))
+    assert len(seen) > 10
+
+
+@pytest.fixture
+def processor():
+    semantic = image_processor_for_backbone(MobileNetV2Config(), size={"shortest_edge": 32},
+                                            crop_size={"height": 32, "width": 32})
+    return DualSightImageProcessor(semantic, crop_size=16, crops_per_side=2)
+
+
+def test_processor_makes_both_views(processor):
+    images = [random_image(60, 40, seed=1), random_image(10, 10, seed=2)]
+    batch = processor(images, return_tensors="pt")
+    assert batch["pixel_values"].shape == (2, 3, 32, 32)
+    assert batch["artifact_values"].shape == (2, 4, 3, 16, 16)
+    torch.testing.assert_close(batch["pixel_values"], processor.semantic(images, return_tensors="pt")["pixel_values"])
+    assert 0 <= batch["artifact_values"].min() and batch["artifact_values"].max() <= 1
+    training = processor(images, return_tensors="pt", artifact_rng=random.Random(0))
+    assert training["artifact_values"].shape == (2, 1, 3, 16, 16)
+    # arrays and PIL images give the same crops
+    from_array = processor(np.asarray(images[0]), return_tensors="pt")
+    torch.testing.assert_close(from_array["artifact_values"][0], batch["artifact_values"][0])
+
+
+def test_processor_round_trip_through_auto_image_processor(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    loaded = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    assert type(loaded) is DualSightImageProcessor
+    assert (loaded.crop_size, loaded.crops_per_side) == (16, 2)
+    assert type(loaded.semantic).__name__ == "MobileNetV2ImageProcessorPil"
+    image = random_image(50, 70, seed=3)
+    for key in ("pixel_values", "artifact_values"):
+        torch.testing.assert_close(loaded(image, return_tensors="pt")[key], processor(image, return_tensors="pt")[key])
+
+
+def test_image_processor_for_model_follows_the_config():
+    plain = DualSightConfig(backbone_config=MobileNetV2Config())
+    assert type(image_processor_for_model(plain)).__name__ == "MobileNetV2ImageProcessorPil"
+    config = DualSightConfig(backbone_config=MobileNetV2Config(), artifact_stream={"crop_size": 32, "crops_per_side": 1})
+    processor = image_processor_for_model(config)
+    assert isinstance(processor, DualSightImageProcessor)
+    assert processor(Image.new("RGB", (300, 200)), return_tensors="pt")["artifact_values"].shape == (1, 1, 3, 32, 32)
