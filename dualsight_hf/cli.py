@@ -289,10 +289,16 @@ def _run_export(args) -> int:
 
     name = str(args.model or DEFAULT_MODEL_DIR)
     processor = load_image_processor(name)
-    crop = getattr(processor, "crop_size", None) or processor.size
+    semantic = getattr(processor, "semantic", processor)  # DualSightImageProcessor wraps the backbone's own
+    crop = getattr(semantic, "crop_size", None) or semantic.size
     size = (crop.height, crop.width) if getattr(crop, "height", None) else (crop.shortest_edge, crop.shortest_edge)
-    path = export_onnx(load_model(name), args.out, size, args.opset)
-    print(f"wrote {path} (input pixel_values: batch x 3 x {size[0]} x {size[1]})", file=sys.stderr)
+    model = load_model(name)
+    path = export_onnx(model, args.out, size, args.opset)
+    inputs = f"pixel_values: batch x 3 x {size[0]} x {size[1]}"
+    if model.config.artifact_stream:
+        side = model.config.artifact_stream["crop_size"]
+        inputs += f"; artifact_values: batch x crops x 3 x {side} x {side}"
+    print(f"wrote {path} (inputs {inputs})", file=sys.stderr)
     return 0
 
 
@@ -329,9 +335,12 @@ def _add_evaluate(subparsers):
     _add_evaluation_data(parser)
     parser.add_argument("--split", default="test", choices=("train", "validation", "test", "all"))
     parser.add_argument("--perturb", action="append", default=None, metavar="NAME[:LEVEL,...]",
-                        help="degradation and levels, e.g. jpeg:95,75,50 downscale:0.5 blur:1,2 crop:0.5 noise:5 "
+                        help="degradation and levels, e.g. jpeg:95,75,50 downscale:0.5 resize:0.5 blur:1,2 crop:0.5 "
+                             "noise:5 "
                              "(repeat; default: all of them at their default levels; 'none' for clean only)")
     parser.add_argument("--group-by", default="source", help="column to report metrics by")
+    parser.add_argument("--no-shortcut-check", dest="shortcut_check", action="store_false",
+                        help="skip the check that swaps image size and JPEG quality between the classes")
     parser.add_argument("--out", default="evaluation", help="report folder")
     parser.set_defaults(func=_run_evaluate)
 
@@ -344,7 +353,7 @@ def _run_evaluate(args) -> int:
     perturbations = [] if specs == ["none"] else [p for spec in specs for p in parse_perturbation(spec)]
     predictor = default_device_predictor(args.model, args.batch_size)
     examples = _evaluation_data(args, args.split).load(predictor.model.config)
-    result = evaluate(predictor, examples, perturbations, args.group_by)
+    result = evaluate(predictor, examples, perturbations, args.group_by, check_shortcuts=args.shortcut_check)
     out = write_report(result, args.out, title=f"Evaluation on the {args.split} split of {Path(args.data).name}")
     print((out / "report.md").read_text())
     print(f"report written to {out}", file=sys.stderr)

@@ -216,10 +216,10 @@ def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_
         validation_size, test_size (`float`, *optional*, defaults to 0.15): fractions of each stratum.
         seed (`int`, *optional*, defaults to 42): shuffling seed.
         stratify_by (`str`, *optional*): extra column to stratify by.
-        holdout_column, holdout_value (`str`, *optional*): leave one group out: every row whose `holdout_column`
-            equals `holdout_value` (e.g. `source` = `ddpm-edit_detect`) forms the test split, and train and
-            validation come from the other rows only (`test_size` is then unused), to measure generalisation to a
-            source the model never saw.
+        holdout_column, holdout_value (`str`, *optional*): leave groups out: every row whose `holdout_column` is
+            one of the comma-separated `holdout_value` (e.g. `source` = `ddpm-edit_detect`, or
+            `diffusiondb-vs-coco,cifake-2spi`) forms the test split, and train and validation come from the other
+            rows only (`test_size` is then unused), to measure generalisation to sources the model never saw.
 
     Returns:
         `datasets.DatasetDict` with `train`, `validation` and `test`.
@@ -229,9 +229,11 @@ def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_
     if holdout_column is not None:
         if holdout_column not in table.column_names:
             raise ValueError(f"no column '{holdout_column}' to hold out by")
-        held_out = {i for i, value in enumerate(table[holdout_column]) if str(value) == str(holdout_value)}
-        if not held_out:
-            raise ValueError(f"no row has {holdout_column} = {holdout_value!r}")
+        wanted = {value.strip() for value in str(holdout_value).split(",")}
+        present = {str(value) for value in table[holdout_column]}
+        if wanted - present:
+            raise ValueError(f"no row has {holdout_column} = {', '.join(sorted(wanted - present))}")
+        held_out = {i for i, value in enumerate(table[holdout_column]) if str(value) in wanted}
     strata = {}
     for index, key in enumerate(keys):
         if index not in held_out:
@@ -354,7 +356,10 @@ class ImageTransform:
         images = [load_image(image_source(item)) for item in batch["image"]]
         if self.augmentation is not None:
             images = [augment(image, self.augmentation, self.rng) for image in images]
-        out = {"pixel_values": self.image_processor(images, return_tensors="pt")["pixel_values"]}
+        # With an artifact stream, training takes one randomly placed native-resolution crop per image.
+        random_crops = {"artifact_rng": self.rng} if self.augmentation is not None and "artifact_values" in \
+            self.image_processor.model_input_names else {}
+        out = dict(self.image_processor(images, return_tensors="pt", **random_crops))
         for key in ("label", "object_labels"):
             if key in batch:
                 out["labels" if key == "label" else key] = batch[key]
@@ -390,7 +395,8 @@ def drop_unreadable(table: datasets.Dataset, num_proc: int | None = None) -> tup
 
 def collate(features: list[dict]) -> dict:
     """Stack the transformed examples into a batch for the model."""
-    batch = {"pixel_values": torch.stack([f["pixel_values"] for f in features])}
+    batch = {key: torch.stack([f[key] for f in features]) for key in ("pixel_values", "artifact_values")
+             if key in features[0]}
     if "labels" in features[0]:
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
     if "object_labels" in features[0]:

@@ -77,9 +77,9 @@ def analyse(image_path, choice: str = DEFAULT_CHOICE, heatmap: bool = True, band
         model, processor = (cache or ModelCache()).get(choice)
         start = time.perf_counter()
         image = load_image(image_path, name=Path(str(image_path)).name if not hasattr(image_path, "size") else None)
-        pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+        inputs = dict(processor(image, return_tensors="pt"))
         with torch.inference_mode():
-            outputs = model(pixel_values=pixel_values)
+            outputs = model(**inputs)
         config = model.config
         probabilities = authenticity_probabilities(outputs.logits[0], config)
         decision, _ = authenticity_decision(outputs.logits[0], config, band)
@@ -94,7 +94,8 @@ def analyse(image_path, choice: str = DEFAULT_CHOICE, heatmap: bool = True, band
               "objects": {o["label"]: o["score"] for o in objects}}
     if heatmap:
         target = int(probabilities.argmax())
-        result["heatmap"] = overlay(image, grad_cam(model, pixel_values, target))
+        cam = grad_cam(model, inputs, target)
+        result["heatmap"] = overlay(image, cam) if cam is not None else None
     return result
 
 

@@ -13,8 +13,8 @@ class _BothHeads(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixel_values):
-        outputs = self.model(pixel_values=pixel_values, return_dict=True)
+    def forward(self, pixel_values, artifact_values=None):
+        outputs = self.model(pixel_values=pixel_values, artifact_values=artifact_values, return_dict=True)
         if outputs.object_logits is None:
             return (outputs.logits,)
         return outputs.logits, outputs.object_logits
@@ -24,8 +24,10 @@ def export_onnx(model, path, image_size: tuple[int, int] = (224, 224), opset: in
     """
     Write an ONNX model of both heads.
 
-    Inputs: `pixel_values` (float32, `(batch, 3, height, width)`, as the model's image processor makes them).
-    Outputs: `logits` (authenticity) and, with an object head, `object_logits`; the batch axis is dynamic.
+    Inputs: `pixel_values` (float32, `(batch, 3, height, width)`, as the model's image processor makes them) and,
+    for a model with an artifact stream, `artifact_values` (float32, `(batch, crops, 3, crop_size, crop_size)`).
+    Outputs: `logits` (authenticity) and, with an object head, `object_logits`; the batch axis (and the number of
+    crops) is dynamic.
 
     Args:
         model ([`DualSightForImageClassification`]): the model (exported in float32, eval mode).
@@ -39,9 +41,13 @@ def export_onnx(model, path, image_size: tuple[int, int] = (224, 224), opset: in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _BothHeads(model.float()).eval()  # the exporter restores the wrapper's mode afterwards
-    dummy = torch.zeros(2, 3, *image_size)
+    dummies, inputs, axes = (torch.zeros(2, 3, *image_size),), ["pixel_values"], {"pixel_values": {0: "batch"}}
+    stream = model.config.artifact_stream
+    if stream:
+        dummies += (torch.rand(2, 2, 3, stream["crop_size"], stream["crop_size"]),)
+        inputs.append("artifact_values")
+        axes["artifact_values"] = {0: "batch", 1: "crops"}
     names = ["logits"] + (["object_logits"] if model.config.num_object_labels else [])
-    torch.onnx.export(wrapper, (dummy,), str(path), input_names=["pixel_values"], output_names=names,
-                      dynamic_axes={"pixel_values": {0: "batch"}, **{n: {0: "batch"} for n in names}},
-                      opset_version=opset, dynamo=False)
+    torch.onnx.export(wrapper, dummies, str(path), input_names=inputs, output_names=names,
+                      dynamic_axes={**axes, **{n: {0: "batch"} for n in names}}, opset_version=opset, dynamo=False)
     return path

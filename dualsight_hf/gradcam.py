@@ -7,18 +7,21 @@ import torch
 from PIL import Image
 
 
-def grad_cam(model, pixel_values: torch.Tensor, target_class: int) -> np.ndarray:
+def grad_cam(model, inputs: dict[str, torch.Tensor], target_class: int) -> np.ndarray | None:
     """
     Grad-CAM (Selvaraju et al., 2017) of one image for one authenticity class: the last hidden state of the first
-    backbone, weighted by the mean gradient of the class logit per channel, rectified and scaled to [0, 1].
+    backbone, weighted by the mean gradient of the class logit per channel, rectified and scaled to [0, 1]. With an
+    artifact stream it explains the semantic backbone's share of the decision.
 
     Args:
         model ([`DualSightForImageClassification`]): the model (any dtype; the map is computed in float32).
-        pixel_values (`torch.Tensor` of shape `(1, 3, height, width)`): one preprocessed image.
+        inputs (`dict[str, torch.Tensor]`): one preprocessed image, as the model's image processor makes it
+            (`pixel_values` of shape `(1, 3, height, width)`, and `artifact_values` with an artifact stream).
         target_class (`int`): the authenticity class to explain.
 
     Returns:
-        `np.ndarray` of shape `(h, w)` (the feature map's grid), values in [0, 1].
+        `np.ndarray` of shape `(h, w)` (the feature map's grid), values in [0, 1]; `None` when the authenticity
+        head does not read the semantic backbone (an artifact-only model).
     """
     model = model.float()
     captured = {}
@@ -32,11 +35,15 @@ def grad_cam(model, pixel_values: torch.Tensor, target_class: int) -> np.ndarray
     try:
         with torch.enable_grad():
             # the input requires grad so that a frozen backbone still builds the graph back to its feature map
-            logits = model(pixel_values=pixel_values.float().requires_grad_(True)).logits
+            inputs = {name: values.float() for name, values in inputs.items()}
+            inputs["pixel_values"].requires_grad_(True)
+            logits = model(**inputs).logits
             model.zero_grad(set_to_none=True)
             logits[0, target_class].backward()
     finally:
         handle.remove()
+    if "hidden" not in captured or captured["hidden"].grad is None:
+        return None
     hidden, grads = captured["hidden"].detach()[0], captured["hidden"].grad[0]
     if hidden.ndim == 2:  # a token sequence: drop a leading class token, lay the rest on its square grid
         side = math.isqrt(hidden.shape[0])

@@ -100,7 +100,7 @@ def iter_inputs(paths=(), paths_from: str | None = None, dataset=None, image_col
 
 class PreprocessedInputs(IterableDataset):
     """
-    Streams `(index, key, pixel_values or None, error or None)`: reads and preprocesses each input in the
+    Streams `(index, key, model inputs or None, error or None)`: reads and preprocesses each input in the
     DataLoader's worker processes. Inputs are dealt to ranks and workers by position, so every input is read by
     exactly one of them.
 
@@ -135,7 +135,8 @@ class PreprocessedInputs(IterableDataset):
             except ImageLoadError as error:
                 yield index, key, None, str(error)
                 continue
-            yield index, key, self.image_processor(image, return_tensors="pt")["pixel_values"][0], None
+            processed = self.image_processor(image, return_tensors="pt")
+            yield index, key, {name: values[0] for name, values in processed.items()}, None
 
 
 def _collate(items):
@@ -194,18 +195,20 @@ class Predictor:
         self.num_workers = num_workers if num_workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
 
     @torch.inference_mode()
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Authenticity and object logits (float32, on the CPU) of a batch made by the image processor."""
-        pixel_values = pixel_values.to(self.device).contiguous(memory_format=torch.channels_last)
+    def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Authenticity and object logits (float32, on the CPU) of a batch made by the image processor
+        (`pixel_values`, and `artifact_values` for a model with an artifact stream)."""
+        inputs = {name: values.to(self.device) for name, values in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else nullcontext())
         with autocast:
-            outputs = self.compiled(pixel_values=pixel_values)
+            outputs = self.compiled(**inputs)
         object_logits = outputs.object_logits.float().cpu() if outputs.object_logits is not None else None
         return outputs.logits.float().cpu(), object_logits
 
-    def _score(self, pixel_values: torch.Tensor) -> list[dict]:
-        logits, object_logits = self.forward(pixel_values)
+    def _score(self, inputs: dict[str, torch.Tensor]) -> list[dict]:
+        logits, object_logits = self.forward(inputs)
         config = self.model.config
         scored = []
         for row in range(logits.shape[0]):
@@ -218,8 +221,8 @@ class Predictor:
 
     def predict_images(self, images: list) -> list[PredictionResult]:
         """Score already loaded RGB images (`PIL.Image.Image`); results in input order, `path` left empty."""
-        pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]
-        return [PredictionResult(path="", index=i, **scored) for i, scored in enumerate(self._score(pixel_values))]
+        inputs = dict(self.image_processor(images, return_tensors="pt"))
+        return [PredictionResult(path="", index=i, **scored) for i, scored in enumerate(self._score(inputs))]
 
     def stream(self, inputs, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
                progress: bool = True):
@@ -240,7 +243,8 @@ class Predictor:
         with tqdm(desc="predicting", unit="img", disable=not progress, dynamic_ncols=True) as bar:
             for items in loader:
                 good = [item for item in items if item[2] is not None]
-                scored = iter(self._score(torch.stack([item[2] for item in good]))) if good else iter(())
+                scored = iter(self._score({name: torch.stack([item[2][name] for item in good])
+                                           for name in good[0][2]})) if good else iter(())
                 for index, key, pixels, error in items:
                     if pixels is None:
                         yield PredictionResult(path=key, index=index, error=error)

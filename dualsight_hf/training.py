@@ -23,7 +23,7 @@ from .machine import describe_machine
 from .metrics import DualSightMetrics, authenticity_metrics, grouped_authenticity_metrics, object_metrics
 from .modeling import DualSightForImageClassification
 from .plots import plot_confusion_matrix, plot_reliability_diagram, plot_roc_curve, plot_training_curves
-from .processing import image_processor_for_backbone, load_image_processor
+from .processing import image_processor_for_model, load_image_processor
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ class ModelArguments:
     freeze_backbone: bool = field(default=False, metadata={"help": "Train the heads only (BatchNorm kept in eval)."})
     backbone_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the backbone; --learning_rate applies to the heads. Default: the same."})
+    artifact_stream: dict | str | None = field(default=None, metadata={
+        "help": "Settings of the artifact stream of a new model (a dict in a YAML/JSON recipe, or JSON on the "
+                "command line, e.g. '{\"crop_size\": 64}'; see DualSightConfig.artifact_stream). Off by default."})
+
+    def __post_init__(self):
+        if isinstance(self.artifact_stream, str):
+            self.artifact_stream = json.loads(self.artifact_stream)
 
 
 @dataclass
@@ -70,9 +77,10 @@ class DataArguments:
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test split."})
     stratify_by: str | None = field(default=None, metadata={"help": "Column to stratify the split by, e.g. source."})
     holdout_column: str | None = field(default=None, metadata={
-        "help": "Leave one group out: rows whose holdout_column equals holdout_value are the test split, and "
+        "help": "Leave groups out: rows whose holdout_column is one of holdout_value are the test split, and "
                 "training sees none of them (e.g. --holdout_column source --holdout_value ddpm-edit_detect)."})
-    holdout_value: str | None = field(default=None, metadata={"help": "The held-out group, see holdout_column."})
+    holdout_value: str | None = field(default=None, metadata={
+        "help": "The held-out group(s) of holdout_column, comma-separated."})
     group_metrics_by: str | None = field(default=None, metadata={
         "help": "Column to report test metrics by (e.g. source, generator). Default: stratify_by."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split."})
@@ -148,12 +156,13 @@ def build_model(model_args: ModelArguments, examples):
         object_loss_weight=model_args.object_loss_weight,
         classifier_dropout=model_args.classifier_dropout,
         freeze_backbone=model_args.freeze_backbone,
+        artifact_stream=model_args.artifact_stream,
     )
     try:
-        processor = load_image_processor(model_args.backbone)
+        semantic_processor = load_image_processor(model_args.backbone)
     except OSError:
-        processor = image_processor_for_backbone(model.config.backbone_config)
-    return model, processor
+        semantic_processor = None
+    return model, image_processor_for_model(model.config, semantic_processor)
 
 
 def parse_arguments(argv: list[str] | None = None):

@@ -19,7 +19,7 @@ from dualsight_hf.data import (
     random_resized_crop,
     split_examples,
 )
-from dualsight_hf.processing import image_processor_for_backbone
+from dualsight_hf.processing import image_processor_for_backbone, image_processor_for_model
 
 
 @pytest.fixture
@@ -95,9 +95,9 @@ def test_objects_file_merge(tmp_path):
     assert objects[tiny] is None  # 32x32 DDPM images stay unlabelled
 
 
-def make_table(n_per_stratum=20):
+def make_table(n_per_stratum=20, sources=("a", "b")):
     rows = {"label": [], "source": [], "image": []}
-    for source in ("a", "b"):
+    for source in sources:
         for label in ("real", "fake"):
             rows["label"] += [label] * n_per_stratum
             rows["source"] += [source] * n_per_stratum
@@ -164,5 +164,28 @@ def test_leave_one_source_out_split():
     assert set(splits["test"]["source"]) == {"b"} and len(splits["test"]) == 40
     assert set(splits["train"]["source"]) == set(splits["validation"]["source"]) == {"a"}
     assert len(splits["train"]) + len(splits["validation"]) == 40 and len(splits["validation"]) == 10
-    with pytest.raises(ValueError, match="no row has source = 'c'"):
+    with pytest.raises(ValueError, match="no row has source = c"):
         split_examples(table, holdout_column="source", holdout_value="c")
+
+
+def test_leave_several_sources_out():
+    """A generator family of several sources: comma-separated values are all held out."""
+    table = make_table(sources=("a", "b", "c"))
+    splits = split_examples(table, 0.25, 0.15, seed=1, stratify_by="source", holdout_column="source",
+                            holdout_value="b, c")
+    assert set(splits["test"]["source"]) == {"b", "c"} and len(splits["test"]) == 80
+    assert set(splits["train"]["source"]) == {"a"}
+    with pytest.raises(ValueError, match="no row has source = d"):
+        split_examples(table, holdout_column="source", holdout_value="a,d")
+
+
+def test_transform_with_an_artifact_stream_takes_one_random_crop_in_training(class_folder):
+    config = tiny_config(with_objects=False, artifact_stream={"crop_size": 16, "crops_per_side": 2})
+    table = encode_labels(load_examples(str(class_folder)), config)
+    processor = image_processor_for_model(config)
+    table.set_transform(ImageTransform(processor, AugmentationSettings(), seed=0))
+    batch = collate([table[i] for i in range(3)])
+    assert batch["artifact_values"].shape == (3, 1, 3, 16, 16) and batch["pixel_values"].shape[0] == 3
+    table.set_transform(ImageTransform(processor))
+    batch = collate([table[i] for i in range(3)])
+    assert batch["artifact_values"].shape == (3, 4, 3, 16, 16)

@@ -17,7 +17,7 @@ from dualsight_hf.gradcam import grad_cam, overlay
 def test_grad_cam_shape_and_range(backbone):
     torch.manual_seed(0)
     model = DualSightForImageClassification(tiny_config(backbone)).eval()
-    cam = grad_cam(model, torch.randn(1, 3, 32, 32), target_class=1)
+    cam = grad_cam(model, {"pixel_values": torch.randn(1, 3, 32, 32)}, target_class=1)
     assert cam.ndim == 2 and cam.shape[0] == cam.shape[1] and cam.shape[0] >= 1
     assert cam.min() >= 0 and cam.max() <= 1 and np.isfinite(cam).all()
 
@@ -28,7 +28,7 @@ def test_grad_cam_equals_the_hand_computed_map():
     torch.manual_seed(0)
     model = DualSightForImageClassification(tiny_config("resnet")).eval()
     pixels = torch.randn(1, 3, 64, 64)
-    cam = grad_cam(model, pixels, target_class=1)
+    cam = grad_cam(model, {"pixel_values": pixels}, target_class=1)
     with torch.no_grad():
         features = model.backbone(pixels).last_hidden_state[0]
     expected = torch.relu((model.classifier.weight[1].detach()[:, None, None] * features).sum(0))
@@ -37,7 +37,7 @@ def test_grad_cam_equals_the_hand_computed_map():
 
 def test_grad_cam_works_with_a_frozen_backbone():
     model = DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).eval()
-    cam = grad_cam(model, torch.randn(1, 3, 32, 32), target_class=0)
+    cam = grad_cam(model, {"pixel_values": torch.randn(1, 3, 32, 32)}, target_class=0)
     assert cam.shape[0] >= 1 and np.isfinite(cam).all()
 
 
@@ -66,6 +66,17 @@ def test_analyse_gives_everything_the_page_shows(cache, image_dir):
     wide = analyse(str(image_dir / "a.jpg"), "default", heatmap=False, band=0.49, cache=cache)
     assert wide["decision"] == "uncertain" and wide["heatmap"] is None
     assert "uncertain" in verdict_markdown(wide)
+
+
+@pytest.mark.parametrize("semantic_features", [True, False])
+def test_analyse_a_model_with_an_artifact_stream(image_dir, tmp_path, semantic_features):
+    folder = save_tiny_model(tmp_path / "model", artifact_stream={"crop_size": 16, "crops_per_side": 2,
+                                                                  "semantic_features": semantic_features})
+    models = ModelCache()
+    result = analyse(str(image_dir / "a.jpg"), str(folder), heatmap=True, band=0.0, cache=models)
+    assert result["error"] is None and sum(result["authenticity"].values()) == pytest.approx(1.0)
+    # Grad-CAM explains the semantic backbone's share; an artifact-only head has none to show
+    assert isinstance(result["heatmap"], Image.Image) == semantic_features
 
 
 def test_bad_files_and_models_give_messages_not_tracebacks(cache, tmp_path):

@@ -14,9 +14,9 @@ def classifier(tiny_model_dir):
 
 def expected_logits(tiny_model_dir, image):
     model = AutoModelForImageClassification.from_pretrained(tiny_model_dir).eval()
-    pixels = load_image_processor(str(tiny_model_dir))(image, return_tensors="pt")["pixel_values"]
+    inputs = load_image_processor(str(tiny_model_dir))(image, return_tensors="pt")
     with torch.no_grad():
-        return model(pixels)
+        return model(**inputs)
 
 
 def test_default_output_is_the_stock_image_classification_list(classifier, tiny_model_dir, image_dir):
@@ -108,3 +108,15 @@ def test_object_predictions_function():
     result = object_predictions(np.array([2.0, -2.0, 0.0]), Config(), top_k=5, threshold=0.5)
     assert [r["label"] for r in result] == ["a", "c"]
     assert result[0]["score"] == pytest.approx(1 / (1 + np.exp(-2.0)))
+
+
+def test_pipeline_passes_the_artifact_crops(tmp_path, image_dir):
+    from conftest import save_tiny_model
+    from dualsight_hf import load_image
+
+    model_dir = save_tiny_model(tmp_path / "artifact", artifact_stream={"crop_size": 16, "crops_per_side": 2})
+    result = load_pipeline(model_dir)(str(image_dir / "a.jpg"), head="both")
+    outputs = expected_logits(model_dir, load_image(image_dir / "a.jpg"))
+    probabilities = torch.softmax(outputs.logits, -1)[0]
+    assert result["authenticity"][0]["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)
+    assert result["decision"] in {"real", "ai_generated"}

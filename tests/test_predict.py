@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, random_image, shared_path
+from conftest import REPO, random_image, save_tiny_model, shared_path
 from dualsight_hf.cli import main
 from dualsight_hf.predict import Predictor, iter_inputs, read_results
 
@@ -168,19 +168,41 @@ def test_the_stored_precision_choice_matches_a_measurement():
     assert (stored is None) == reduced_precision_is_safe(comparison), (stored, comparison)
 
 
-def test_onnx_export_matches_pytorch(tmp_path):
+@pytest.fixture(scope="module")
+def artifact_model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("artifact-model"), artifact_stream={"crop_size": 16,
+                                                                                      "crops_per_side": 2})
+
+
+def test_predict_carries_the_artifact_input(artifact_model_dir, many_images):
+    from dualsight_hf import load_pipeline
+
+    results = Predictor(str(artifact_model_dir), batch_size=4, num_workers=0).predict_paths([many_images])
+    assert len(results) == 11 and sum(bool(r.error) for r in results) == 1
+    classifier = load_pipeline(artifact_model_dir)
+    for result in results:
+        if not result.error:  # the same probabilities as the pipeline, one image at a time
+            expected = classifier(result.path, top_k=2)
+            assert result.authenticity[0]["label"] == expected[0]["label"]
+            assert abs(result.authenticity[0]["score"] - expected[0]["score"]) < 1e-4
+
+
+@pytest.mark.parametrize("which", ["default", "artifact"])
+def test_onnx_export_matches_pytorch(tmp_path, which, artifact_model_dir):
     ort = pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime: pip install dualsight-hf[export]")
     from dualsight_hf import DEFAULT_MODEL_DIR, load_image_processor, load_model
 
-    assert main(["export", "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
+    model_dir = str(DEFAULT_MODEL_DIR if which == "default" else artifact_model_dir)
+    assert main(["export", "--model", model_dir, "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
     session = ort.InferenceSession(str(tmp_path / "model.onnx"))
-    processor = load_image_processor(str(DEFAULT_MODEL_DIR))
+    processor = load_image_processor(model_dir)
     images = [random_image(300, 200, seed=i) for i in range(3)]
-    pixels = processor(images, return_tensors="pt")["pixel_values"]
-    logits, object_logits = session.run(None, {"pixel_values": pixels.numpy()})
-    model = load_model(str(DEFAULT_MODEL_DIR)).eval()
+    inputs = processor(images, return_tensors="pt")
+    assert [i.name for i in session.get_inputs()] == list(inputs)
+    logits, object_logits = session.run(None, {name: values.numpy() for name, values in inputs.items()})
+    model = load_model(model_dir).eval()
     with torch.no_grad():
-        expected = model(pixels)
+        expected = model(**inputs)
     np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-3)
     np.testing.assert_allclose(object_logits, expected.object_logits.numpy(), atol=1e-3)
 

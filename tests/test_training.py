@@ -151,3 +151,31 @@ def test_two_process_launch_splits_the_data(separable_folder, start_model, tmp_p
     assert state["max_steps"] == 3  # 24 training images / (2 ranks x 4 per rank)
     assert (out / "model.safetensors").exists()
     assert json.loads((out / "all_results.json").read_text())["test"]["count"] == 12
+
+
+def test_artifact_stream_trains_on_random_native_crops(separable_folder, tmp_path):
+    """An artifact-only head (no semantic feature) learns noise vs smooth images from one random crop per image,
+    and the run saves the two-input processor beside the model."""
+    start = save_tiny_model(tmp_path / "start", with_objects=False, artifact_stream={
+        "channels": [8, 16], "crop_size": 16, "crops_per_side": 2, "semantic_features": False})
+    results = train(ModelArguments(model_name_or_path=str(start)),
+                    DataArguments(data=str(separable_folder), validation_size=0.25, test_size=0.25, jpeg_p=0,
+                                  blur_p=0, rescale_p=0),
+                    training_args(tmp_path / "out", num_train_epochs=6, learning_rate=1e-2))
+    assert results["test"]["accuracy"] >= 0.75
+    config = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert config["image_processor_type"] == "DualSightImageProcessor" and config["crops_per_side"] == 2
+
+
+def test_artifact_stream_argument_for_a_new_model(tmp_path):
+    from conftest import shared_path
+    from dualsight_hf.training import build_model
+
+    model_args = parse_arguments(["--backbone", "b", "--data", "d", "--output_dir", "o",
+                                  "--artifact_stream", '{"crop_size": 32}'])[0]
+    assert model_args.artifact_stream == {"crop_size": 32}
+    model_args.backbone = str(shared_path("weights", "mobilenet-v2-1.0-224-imagenet"))
+    model_args.object_labels = "none"
+    model, processor = build_model(model_args, examples=None)
+    assert model.config.artifact_stream["crop_size"] == 32 and model.artifact_encoder is not None
+    assert processor.crop_size == 32 and type(processor.semantic).__name__ == "MobileNetV2ImageProcessorPil"
