@@ -11,6 +11,7 @@ from .data import down_up_scale, jpeg_recompress
 DEFAULT_LEVELS = {
     "jpeg": (95, 75, 50),  # JPEG quality
     "downscale": (0.5, 0.25),  # scale factor, then back to the original size
+    "resize": (0.5,),  # scale factor; the image stays smaller
     "blur": (1.0, 2.0),  # Gaussian sigma in pixels
     "crop": (0.75, 0.5),  # centre crop keeping this fraction of each side
     "noise": (5.0, 10.0),  # standard deviation of additive Gaussian noise, on the 0-255 scale
@@ -32,17 +33,21 @@ def degrade(image: Image.Image, name: str, level: float, seed: int = 0) -> Image
 
     Args:
         image (`PIL.Image.Image`): the input (RGB).
-        name (`str`): `jpeg`, `downscale`, `blur`, `crop` or `noise` (see `DEFAULT_LEVELS` for the level's meaning).
+        name (`str`): `jpeg`, `downscale`, `resize`, `blur`, `crop` or `noise` (see `DEFAULT_LEVELS` for the
+            level's meaning).
         level (`float`): the degradation's strength.
         seed (`int`, *optional*, defaults to 0): seed of the random part (noise), so a run can be repeated exactly.
 
     Returns:
-        `PIL.Image.Image`: a new RGB image (the same size, except for `crop`).
+        `PIL.Image.Image`: a new RGB image (the same size, except for `crop` and `resize`).
     """
     if name == "jpeg":
         return jpeg_recompress(image, int(level))
     if name == "downscale":
         return down_up_scale(image, level)
+    if name == "resize":
+        width, height = image.size
+        return image.resize((max(1, round(width * level)), max(1, round(height * level))), Image.LANCZOS)
     if name == "blur":
         return image.filter(ImageFilter.GaussianBlur(level))
     if name == "crop":

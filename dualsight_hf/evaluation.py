@@ -12,6 +12,7 @@ from .calibration import band_coverage
 from .data import drop_unreadable, encode_labels, image_source, load_examples, split_examples
 from .degradations import degrade
 from .images import load_image
+from .machine import machine_line
 from .metrics import authenticity_metrics, softmax
 
 
@@ -54,19 +55,24 @@ class EvaluationData:
 
 
 def collect_logits(predictor, examples, condition: tuple[str, float] | None = None, progress: bool = True,
-                   description: str = "evaluating") -> np.ndarray:
-    """Authenticity logits of every example, after applying `condition` (`(name, level)`) to each image."""
+                   description: str = "evaluating", by_label: dict | None = None) -> np.ndarray:
+    """
+    Authenticity logits of every example, after applying `condition` (`(name, level)`) to each image, or with
+    `by_label`, the degradations listed for the example's label (`{label id: [(name, level), ...]}`), in order.
+    """
     rows, batch = [], []
     images = examples.with_format(None)["image"]
+    labels = examples.with_format(None)["label"] if by_label else None
 
     def flush():
-        pixels = predictor.image_processor(batch, return_tensors="pt")["pixel_values"]
-        rows.append(predictor.forward(pixels)[0].numpy())
+        rows.append(predictor.forward(dict(predictor.image_processor(batch, return_tensors="pt")))[0].numpy())
         batch.clear()
 
     for index, source in enumerate(tqdm(images, desc=description, unit="img", disable=not progress, leave=False)):
         image = load_image(image_source(source))
-        batch.append(degrade(image, *condition, seed=index) if condition else image)
+        for name, level in ([condition] if condition else []) + (by_label.get(labels[index], []) if by_label else []):
+            image = degrade(image, name, level, seed=index)
+        batch.append(image)
         if len(batch) == predictor.batch_size:
             flush()
     if batch:
@@ -80,8 +86,40 @@ def _decision_accuracy(probabilities: np.ndarray, labels: np.ndarray, threshold:
     return float(((probabilities[:, 1] >= threshold).astype(int) == labels).mean())
 
 
+#: The two treatments that the shortcut check swaps between the classes: a smaller, more compressed copy, and a
+#: lightly re-compressed one at the native size.
+SHORTCUT_TREATMENTS = {"small, JPEG 60": [("resize", 0.5), ("jpeg", 60)], "native size, JPEG 95": [("jpeg", 95)]}
+
+
+def shortcut_check(predictor, examples, progress: bool = True) -> dict:
+    """
+    Does the model key on image size or JPEG quality? Two-class models only. The examples are scored twice: once
+    with the real images made smaller and more compressed than the AI-generated ones (`SHORTCUT_TREATMENTS`), once
+    with the treatments swapped. A model that reads the image itself scores both alike; one that keys on size or
+    compression gains in one arrangement what it loses in the other.
+
+    Returns:
+        `dict`: per arrangement the AUROC and the accuracy at the model's threshold, and `auroc_gap` and
+        `accuracy_gap`, the absolute differences between the two arrangements.
+    """
+    config = predictor.model.config
+    labels = np.asarray(examples.with_format(None)["label"])
+    threshold = config.decision_threshold or 0.5
+    (small, small_steps), (native, native_steps) = SHORTCUT_TREATMENTS.items()
+    result = {}
+    for name, by_label in ((f"real {small} / AI {native}", {0: small_steps, 1: native_steps}),
+                           (f"real {native} / AI {small}", {0: native_steps, 1: small_steps})):
+        logits = collect_logits(predictor, examples, progress=progress, description=name, by_label=by_label)
+        calibrated = logits / config.temperature
+        result[name] = {"auroc": authenticity_metrics(calibrated, labels)["auroc"],
+                        "accuracy_at_threshold": _decision_accuracy(softmax(calibrated), labels, threshold)}
+    first, second = (result[name] for name in list(result))
+    return {"arrangements": result, "auroc_gap": abs(first["auroc"] - second["auroc"]),
+            "accuracy_gap": abs(first["accuracy_at_threshold"] - second["accuracy_at_threshold"])}
+
+
 def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_by: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, check_shortcuts: bool = False) -> dict:
     """
     Metrics of the authenticity head on `examples`, clean and under each degradation.
 
@@ -91,10 +129,12 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
         perturbations (`list[tuple[str, float]]`): `(name, level)` pairs, see `degradations.parse_perturbation`.
         group_by (`str`, *optional*): column to break the clean metrics down by (e.g. `source`).
         progress (`bool`, *optional*, defaults to `True`): progress bars.
+        check_shortcuts (`bool`, *optional*, defaults to `False`): also run [`shortcut_check`] (two-class models).
 
     Returns:
         `dict` with `clean` (raw and calibrated metrics, per group), `degradations` (accuracy at the model's
-        threshold and AUROC per condition), `uncertain_band` (coverage and accuracy) and `settings`.
+        threshold and AUROC per condition), `uncertain_band` (coverage and accuracy), `settings`, and with
+        `check_shortcuts`, `shortcut_check`.
     """
     config = predictor.model.config
     labels = np.asarray(examples.with_format(None)["label"])
@@ -126,6 +166,8 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
         positive = softmax(calibrated)[:, 1]
         result["uncertain_band"] = [band_coverage(positive, labels, threshold, band)
                                     for band in sorted({0.0, 0.05, 0.1, 0.2, config.uncertain_band})]
+        if check_shortcuts:
+            result["shortcut_check"] = shortcut_check(predictor, examples, progress)
         result["raw_logits"] = logits.tolist()
         result["labels"] = labels.tolist()
     return result
@@ -159,11 +201,49 @@ def markdown_report(result: dict, title: str = "Evaluation") -> str:
                   _row(["---"] * 4)]
         lines += [_row([g, _f(m["accuracy_at_threshold"]), _f(m["auroc"]), str(m["count"])])
                   for g, m in clean[groups].items()]
+    if result.get("shortcut_check"):
+        check = result["shortcut_check"]
+        lines += ["", "Shortcut check: size and JPEG quality swapped between the classes (a model that keys on them "
+                  "scores the two arrangements very differently):\n",
+                  _row(["arrangement", "accuracy", "AUROC"]), _row(["---"] * 3)]
+        lines += [_row([name, _f(m["accuracy_at_threshold"]), _f(m["auroc"])])
+                  for name, m in check["arrangements"].items()]
+        lines.append(_row(["difference", _f(check["accuracy_gap"]), _f(check["auroc_gap"])]))
     if result.get("uncertain_band"):
         lines += ["", "Uncertain band (images inside it are answered `uncertain`):\n",
                   _row(["band", "decided", "accuracy of decided", "accuracy without band"]), _row(["---"] * 4)]
         lines += [_row([f"+/-{b['band']:.2f}", f"{b['coverage']:.1%}", _f(b["accuracy_decided"]),
                         _f(b["accuracy_all"])]) for b in result["uncertain_band"]]
+    return "\n".join(lines) + "\n"
+
+
+def leave_one_source_out_markdown(report: dict) -> str:
+    """
+    The leave-one-source-out table (`benchmarks/leave_one_source_out.py`) as Markdown: a row per held-out group and
+    per source in it, a column per model variant (test accuracy / AUROC), the in-domain validation AUROC, the mean
+    held-out AUROC and the best variant.
+    """
+    variants = report["variants"]
+    lines = [f"Measured on {machine_line(report['machine'])}; recipe `{report['recipe']}` with "
+             f"{report['epochs']:g} epochs per run. Each cell: accuracy / AUROC on the held-out images; the last "
+             "row of each group is the validation AUROC on the sources the run trained on (in-domain).\n",
+             "| held out | images | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
+    for holdout, title in report["directions"].items():
+        runs = report["runs"][holdout]
+        first = runs[variants[0]]
+        lines.append(f"| **{title}** | {first['test']['count']} | " + " | ".join(
+            f"**{runs[v]['test']['accuracy']:.3f} / {runs[v]['test']['auroc']:.3f}**" for v in variants) + " |")
+        if len(first["test_by_source"]) > 1:
+            for source in sorted(first["test_by_source"]):
+                lines.append(f"| &nbsp;&nbsp;{source} | {first['test_by_source'][source]['count']} | " + " | ".join(
+                    f"{runs[v]['test_by_source'][source]['accuracy']:.3f} / "
+                    f"{runs[v]['test_by_source'][source]['auroc']:.3f}" for v in variants) + " |")
+        lines.append("| &nbsp;&nbsp;in-domain validation AUROC | | " + " | ".join(
+            f"{runs[v]['validation_auroc']:.3f}" for v in variants) + " |")
+    mean = {v: sum(report["runs"][h][v]["test"]["auroc"] for h in report["directions"]) / len(report["directions"])
+            for v in variants}
+    lines.append("| **mean held-out AUROC** | | " + " | ".join(f"**{mean[v]:.3f}**" for v in variants) + " |")
+    lines.append(f"\nBest by mean held-out AUROC: **{report['best_variant']}**.")
     return "\n".join(lines) + "\n"
 
 

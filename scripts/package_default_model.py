@@ -5,8 +5,9 @@ into its model card and README.md (run by `make default-model` after training).
 Steps: stage the repository folder into dualsight_hf/default_model (weights, config, code, plots, results); fit the
 temperature on the recipe's validation split and store it with an uncertain band; measure there whether bfloat16
 changes its answers and store the precision `--dtype auto` uses; evaluate on the recipe's test
-split under every degradation; generate the model card; fill README.md's result blocks, the example predictions
-included.
+split under every degradation and the size / JPEG-quality shortcut check; copy the leave-one-source-out table
+(benchmarks/results/leave_one_source_out.json, from `make generalisation`) beside it; generate the model card; fill
+README.md's result blocks, the example predictions included.
 """
 
 import argparse
@@ -17,7 +18,13 @@ from pathlib import Path
 from dualsight_hf import DEFAULT_MODEL_DIR
 from dualsight_hf.calibration import calibrate_model
 from dualsight_hf.degradations import DEFAULT_LEVELS, parse_perturbation
-from dualsight_hf.evaluation import EvaluationData, default_device_predictor, evaluate, write_report
+from dualsight_hf.evaluation import (
+    EvaluationData,
+    default_device_predictor,
+    evaluate,
+    leave_one_source_out_markdown,
+    write_report,
+)
 from dualsight_hf.hub import (
     build_model_card,
     precision_markdown,
@@ -32,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "dualsight-hf/dualsight-mobilenetv2-real-vs-ai"
 CARD = {"base_model": "google/mobilenet_v2_1.0_224", "dataset_name": "real-vs-ai test split"}
 UNCERTAIN_BAND = 0.1
+GENERALISATION = REPO / "benchmarks" / "results" / "leave_one_source_out.json"
 
 
 def main() -> None:
@@ -59,12 +67,15 @@ def measure(args) -> None:
     predictor = default_device_predictor(str(DEFAULT_MODEL_DIR))  # reload: the calibrated config
     test = EvaluationData(args.data, split="test").load(predictor.model.config)
     perturbations = [p for name in DEFAULT_LEVELS for p in parse_perturbation(name)]
-    result = evaluate(predictor, test, perturbations, group_by="source")
+    result = evaluate(predictor, test, perturbations, group_by="source", check_shortcuts=True)
     write_report(result, DEFAULT_MODEL_DIR / "evaluation", title="Robustness and calibration on the test split")
 
 
 def write_docs() -> None:
     """The model card and README.md's blocks, from the files in the model folder and the model's predictions."""
+    if GENERALISATION.exists():
+        (DEFAULT_MODEL_DIR / "evaluation" / "leave_one_source_out.md").write_text(
+            leave_one_source_out_markdown(json.loads(GENERALISATION.read_text())))
     build_model_card(DEFAULT_MODEL_DIR, REPO_ID, **CARD).save(DEFAULT_MODEL_DIR / "README.md")
 
     readme = REPO / "README.md"

@@ -71,3 +71,36 @@ def test_evaluate_and_calibrate_commands_write_reports(small_manifest, model_dir
     classifier = load_pipeline(calibrated)
     result = classifier(str(small_manifest.parent / "0.png"), head="both")
     assert result["decision"] in {"real", "ai_generated", "uncertain"}
+
+
+class _SizeKeyedPredictor:
+    """A 'model' that calls an image AI-generated when it is wide: the shortcut the check must expose."""
+
+    batch_size = 4
+
+    def __init__(self, config):
+        self.model = type("Model", (), {"config": config})()
+
+    @staticmethod
+    def image_processor(images, return_tensors="pt"):
+        import torch
+
+        return {"pixel_values": torch.tensor([float(image.width) for image in images])}
+
+    @staticmethod
+    def forward(inputs):
+        import torch
+
+        widths = inputs["pixel_values"]
+        return torch.stack([torch.zeros_like(widths), (widths - 36) / 4], dim=-1), None
+
+
+def test_shortcut_check_exposes_a_model_that_keys_on_size(small_manifest):
+    from dualsight_hf.evaluation import shortcut_check
+
+    examples = EvaluationData(str(small_manifest), split="all").load(DualSightConfig())
+    check = shortcut_check(_SizeKeyedPredictor(DualSightConfig()), examples, progress=False)
+    real_small, real_native = check["arrangements"].values()
+    # real images made half as wide (24 px) and AI ones kept at 48 px: perfect; swapped: perfectly wrong
+    assert real_small["auroc"] == 1.0 and real_native["auroc"] == 0.0 and check["auroc_gap"] == 1.0
+    assert check["accuracy_gap"] == 1.0
