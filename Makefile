@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup browser predict test demo default-model pseudo-labels benchmark clean
+.PHONY: setup browser predict test demo default-model pseudo-labels benchmark generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: setup
 ## Throughput and memory against the stock pipeline (results in benchmarks/results/).
 benchmark: setup
 	$(BIN)/python benchmarks/predict_throughput.py --readme README.md
+
+## Leave-one-source-out table: semantic backbone / artifact stream / both, each generator family held out in turn
+## (runs kept in outputs/leave-one-source-out; the table goes into README.md).
+generalisation: setup
+	$(BIN)/python benchmarks/leave_one_source_out.py --readme README.md
 
 ## Object pseudo-labels of ../shared/data/real-vs-ai (kept in the repository: about 4 minutes to redo).
 pseudo-labels: setup

@@ -111,11 +111,19 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         eval_results=eval_results or None,
     )
     backbone = config["backbone_config"]["model_type"]
+    stream = config.get("artifact_stream")
+    artifact_line = (
+        f" Beside the backbone, an **artifact stream** looks at {stream['crops_per_side']} x "
+        f"{stream['crops_per_side']} crops of {stream['crop_size']} px at the image's native resolution: fixed "
+        f"residuals ({', '.join(r.upper() for r in stream['residuals'])}) and a small CNN, whose feature goes to the "
+        f"authenticity head {'with' if stream['semantic_features'] else 'instead of'} the backbone's (crop logits "
+        f"combined by {stream['crop_aggregation']})." if stream else "")
+    code_files = sorted(path.name for path in model_dir.glob("*.py"))
     sections = [
         f"# {repo_id.split('/')[-1]}\n",
         f"A DualSight model (Python package `dualsight-hf`): one `{backbone}` backbone with two "
         "heads. The **authenticity** head tells real photographs from AI-generated images; the **objects** head "
-        "names what is in the image.\n",
+        f"names what is in the image.{artifact_line}\n",
         "## Labels\n",
         f"- Authenticity ({len(id2label)} classes, softmax): {_labels_line(id2label)}",
         f"- Objects ({len(object_id2label)} classes, {config.get('object_problem_type')}): "
@@ -126,13 +134,13 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         "classifier(\"photo.jpg\")                 # [{'label': ..., 'score': ...}, ...]\n"
         "classifier(\"photo.jpg\", head=\"both\")    # {'authenticity': [...], 'objects': [...]}\n```\n",
         "Without it, through the code stored in this repository. `trust_remote_code=True` runs this repository's "
-        "`configuration.py`, `modeling.py`, `pipeline.py` and `images.py` in your Python: read them first, and pin "
-        "the commit you read with `revision=`:\n",
+        f"{', '.join(f'`{name}`' for name in code_files) or 'code'} in your Python: read them first, and pin the "
+        "commit you read with `revision=`:\n",
         f"```python\nfrom transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline\n\n"
         f"classifier = pipeline(\"image-classification\", model=\"{repo_id}\", trust_remote_code=True, "
         "revision=\"<commit sha>\")\n"
         f"model = AutoModelForImageClassification.from_pretrained(\"{repo_id}\", trust_remote_code=True)\n"
-        f"processor = AutoImageProcessor.from_pretrained(\"{repo_id}\")\n"
+        f"processor = AutoImageProcessor.from_pretrained(\"{repo_id}\", trust_remote_code=True)\n"
         "outputs = model(**processor(images, return_tensors=\"pt\"))  # outputs.logits, outputs.object_logits\n```\n",
         "Fine-tune on your own images (one sub-folder per class, or a CSV manifest) with `Trainer`:\n",
         f"```bash\npython train.py --model_name_or_path {repo_id} --data my_images/ --output_dir out "
@@ -147,6 +155,12 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         sections += ["## Robustness and calibration\n", evaluation_report.read_text()]
     if (model_dir / "evaluation" / "precision.json").exists():
         sections.append(precision_markdown(model_dir))
+    generalisation = model_dir / "evaluation" / "leave_one_source_out.md"
+    if generalisation.exists():
+        sections += ["## Generalisation to generators it never saw\n",
+                     "Leave-one-source-out runs of this model's recipe (`benchmarks/leave_one_source_out.py`): each "
+                     "run trains without one generator family and is tested on it alone.\n",
+                     generalisation.read_text()]
     recipe = results.get("recipe")
     if recipe:
         data, training, model = recipe["data"], recipe["training"], recipe["model"]
@@ -173,7 +187,8 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
     sections += [
         "## Limitations\n",
         "- Generators the model never saw: detectors trained on a few generator families are known to fall towards "
-        "chance on new ones. The per-source table above is in-distribution only.",
+        "chance on new ones. The per-source test table is in-distribution"
+        + (" only." if not generalisation.exists() else "; the leave-one-source-out table shows the drop."),
         "- Compression and resizing: re-encoding, downscaling and screenshots remove the traces a detector reads. "
         "Augmentations help but do not remove the effect.",
         "- Content shortcuts: when real and generated images differ in content or size within the training data, a "
