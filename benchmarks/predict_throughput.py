@@ -92,8 +92,9 @@ def time_dualsight_predict(model_dir: Path, images: Path, batch_size: int, scrat
 
 def time_forward_only(model_dir: Path, count: int, batch_size: int) -> float:
     predictor = Predictor(str(model_dir), batch_size=batch_size)
-    crop = predictor.image_processor(Image.new("RGB", (512, 512)), return_tensors="pt")["pixel_values"].shape[-2:]
-    batch = torch.randn(batch_size, 3, *crop)
+    # every input the model takes (pixel_values, and artifact_values for an artifact stream), made once
+    made = predictor.image_processor([Image.new("RGB", (512, 512))] * batch_size, return_tensors="pt")
+    batch = {name: torch.rand_like(values) for name, values in made.items()}
     predictor._score(batch)  # warm-up
     steps = max(1, count // batch_size)
     start = time.perf_counter()
