@@ -104,3 +104,21 @@ def test_shortcut_check_exposes_a_model_that_keys_on_size(small_manifest):
     # real images made half as wide (24 px) and AI ones kept at 48 px: perfect; swapped: perfectly wrong
     assert real_small["auroc"] == 1.0 and real_native["auroc"] == 0.0 and check["auroc_gap"] == 1.0
     assert check["accuracy_gap"] == 1.0
+
+
+def test_evaluation_feeds_the_artifact_crops(small_manifest, tmp_path):
+    import torch
+
+    from dualsight_hf.evaluation import collect_logits
+    from dualsight_hf.predict import Predictor
+
+    folder = save_tiny_model(tmp_path / "artifact", artifact_stream={"crop_size": 16, "crops_per_side": 2})
+    predictor = Predictor(str(folder), batch_size=4, dtype="float32", num_workers=0)
+    examples = EvaluationData(str(small_manifest), split="all").load(predictor.model.config)
+    logits = collect_logits(predictor, examples.select(range(3)), progress=False)
+    classifier = load_pipeline(folder)
+    for row, path in zip(logits, examples.with_format(None)["image"][:3]):
+        inputs = classifier.image_processor(Image.open(path).convert("RGB"), return_tensors="pt")
+        assert set(inputs) == {"pixel_values", "artifact_values"}
+        with torch.no_grad():
+            np.testing.assert_allclose(row, classifier.model(**inputs).logits[0].numpy(), atol=1e-4)

@@ -46,16 +46,28 @@ def test_every_source_is_in_exactly_one_direction(benchmark):
     assert held[0] | held[1] == set(sources) and not held[0] & held[1]
 
 
-def test_table_and_best_variant():
-    def run(auroc):
-        return {"test": {"accuracy": 0.5, "auroc": auroc, "count": 4}, "validation_auroc": 0.9,
-                "test_by_source": {"a": {"accuracy": 0.5, "auroc": auroc, "count": 2},
-                                   "b": {"accuracy": 0.5, "auroc": auroc, "count": 2}}}
+def run(heldout_auroc, validation_auroc=0.9):
+    return {"test": {"accuracy": 0.5, "auroc": heldout_auroc, "count": 4}, "validation_auroc": validation_auroc,
+            "test_by_source": {"a": {"accuracy": 0.5, "auroc": heldout_auroc, "count": 2},
+                               "b": {"accuracy": 0.5, "auroc": heldout_auroc, "count": 2}}}
 
+
+def test_the_default_model_variant_must_not_lose_in_domain(benchmark):
+    runs = {"x": {"semantic": run(0.4, 0.95), "artifact": run(0.7, 0.80), "both": run(0.5, 0.96)},
+            "y": {"semantic": run(0.4, 0.85), "artifact": run(0.6, 0.60), "both": run(0.5, 0.84)}}
+    chosen = benchmark.choose_variant(runs)
+    assert chosen["best_variant"] == "artifact"  # best held out, but far worse in-domain
+    assert chosen["chosen_variant"] == "both"  # in-domain mean 0.90 = semantic's
+    assert chosen["mean_heldout_auroc"]["both"] == pytest.approx(0.5)
+
+
+def test_table(benchmark):
+    runs = {"x": {"semantic": run(0.6), "both": run(0.8)}, "y": {"semantic": run(0.6), "both": run(0.5)}}
     report = {"recipe": "r.yaml", "epochs": 3, "directions": {"x": "X held out", "y": "Y held out"},
-              "variants": ["semantic", "both"], "best_variant": "both", "machine": describe_machine(),
-              "runs": {"x": {"semantic": run(0.6), "both": run(0.8)}, "y": {"semantic": run(0.7), "both": run(0.5)}}}
+              "variants": ["semantic", "both"], "machine": describe_machine(), "runs": runs,
+              **benchmark.choose_variant(runs)}
     table = leave_one_source_out_markdown(report)
     assert "| **X held out** | 4 | **0.500 / 0.600** | **0.500 / 0.800** |" in table
     assert "| &nbsp;&nbsp;a | 2 | 0.500 / 0.600 | 0.500 / 0.800 |" in table
-    assert "| **mean held-out AUROC** | | **0.650** | **0.650** |" in table
+    assert "| **mean held-out AUROC** | | **0.600** | **0.650** |" in table
+    assert "For the default model: **both**" in table
