@@ -88,8 +88,8 @@ class ResidualFilters(nn.Module):
 
 class ArtifactEncoder(nn.Module):
     """
-    Residual filters, then a small CNN kept at full resolution in its first stage (pixel traces are local), then
-    global average pooling: one feature vector per crop.
+    Residual filters (always in float32), then a small CNN kept at full resolution in its first stage (pixel traces
+    are local), then global average pooling: one feature vector per crop.
 
     Each stage is `(Conv3x3 -> BatchNorm -> ReLU) x 2`; stages after the first start with a stride-2 convolution.
 
@@ -122,7 +122,12 @@ class ArtifactEncoder(nn.Module):
         self.feature_size = width
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.filters(crops)).mean(dim=(2, 3))
+        # The residuals are differences of one or two grey levels (1/255); bfloat16 (8 significant bits) would move
+        # bright pixels by up to half a grey level and distort them, so they are computed in float32, outside any
+        # autocast.
+        with torch.autocast(crops.device.type, enabled=False):
+            residuals = self.filters(crops.float())
+        return self.layers(residuals.to(self.layers[0].weight.dtype)).mean(dim=(2, 3))
 
 
 __all__ = ["ArtifactEncoder", "ResidualFilters", "npr_residual", "SRM_KERNELS"]

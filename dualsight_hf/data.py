@@ -334,6 +334,22 @@ def augment(image: Image.Image, settings: AugmentationSettings, rng: random.Rand
     return image
 
 
+def augment_keeping_traces(image: Image.Image, settings: AugmentationSettings, rng: random.Random) -> Image.Image:
+    """
+    The training augmentations of the artifact view (see `DualSightConfig.artifact_stream`), drawn from `rng`: the
+    flip, and down-up rescaling and JPEG re-compression with the probabilities of `settings`, for every image whatever
+    its class, so that neither can become a shortcut. Rotation, blur and colour changes, which only the semantic view
+    gets, would resample or smear every pixel; the native-resolution crop is taken afterwards by the processor.
+    """
+    if rng.random() < settings.flip_p:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    if rng.random() < settings.rescale_p:
+        image = down_up_scale(image, rng.uniform(*settings.rescale_factor))
+    if rng.random() < settings.jpeg_p:
+        image = jpeg_recompress(image, rng.randint(*settings.jpeg_quality))
+    return image
+
+
 class ImageTransform:
     """
     On-the-fly batch transform for `datasets.Dataset.set_transform`: reads each image with the one image loader,
@@ -354,12 +370,15 @@ class ImageTransform:
 
     def __call__(self, batch: dict) -> dict:
         images = [load_image(image_source(item)) for item in batch["image"]]
+        artifact_view = {}
         if self.augmentation is not None:
+            if "artifact_values" in self.image_processor.model_input_names:
+                # the artifact stream's own view: one random native-resolution crop of an image augmented without
+                # rotation or blur (see `augment_keeping_traces`)
+                artifact_view = {"artifact_images": [augment_keeping_traces(image, self.augmentation, self.rng)
+                                                     for image in images], "artifact_rng": self.rng}
             images = [augment(image, self.augmentation, self.rng) for image in images]
-        # With an artifact stream, training takes one randomly placed native-resolution crop per image.
-        random_crops = {"artifact_rng": self.rng} if self.augmentation is not None and "artifact_values" in \
-            self.image_processor.model_input_names else {}
-        out = dict(self.image_processor(images, return_tensors="pt", **random_crops))
+        out = dict(self.image_processor(images, return_tensors="pt", **artifact_view))
         for key in ("label", "object_labels"):
             if key in batch:
                 out["labels" if key == "label" else key] = batch[key]

@@ -9,6 +9,7 @@ from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_transforms import to_pil_image
+from transformers.processing_utils import ImagesKwargs
 
 
 def crop_positions(length: int, crop_size: int, count: int) -> list[int]:
@@ -27,8 +28,9 @@ def native_crops(image: np.ndarray, crop_size: int, crops_per_side: int = 1,
     """
     Crops of an image at its own resolution, scaled to [0, 1].
 
-    An image smaller than `crop_size` along a side is first tiled (wrapped) to that size, from its top-left corner, so
-    that every crop holds image pixels only, with the image's own pixel grid.
+    An image smaller than `crop_size` along a side is first cut to an even size along that side and then tiled
+    (wrapped) to `crop_size` from its top-left corner, so that every crop holds image pixels only and every tile
+    starts on the image's 2x2 pixel grid (the 5x5 SRM filters still see the seams between tiles).
 
     Args:
         image (`np.ndarray` of shape `(height, width, 3)`, `uint8`): the image.
@@ -42,6 +44,9 @@ def native_crops(image: np.ndarray, crop_size: int, crops_per_side: int = 1,
     """
     height, width = image.shape[:2]
     if height < crop_size or width < crop_size:
+        image = image[: height - height % 2 if 1 < height < crop_size else height,
+                      : width - width % 2 if 1 < width < crop_size else width]
+        height, width = image.shape[:2]
         image = np.pad(image, ((0, max(0, crop_size - height)), (0, max(0, crop_size - width)), (0, 0)), mode="wrap")
         height, width = image.shape[:2]
     if rng is not None:
@@ -54,6 +59,14 @@ def native_crops(image: np.ndarray, crop_size: int, crops_per_side: int = 1,
     return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
+class DualSightImageProcessorKwargs(ImagesKwargs, total=False):
+    """The settings of [`DualSightImageProcessor`] beyond the stock ones."""
+
+    semantic_processor: dict
+    artifact_crop_size: int
+    artifact_crops_per_side: int
+
+
 class DualSightImageProcessor(BaseImageProcessor):
     r"""
     Two views of each image: `pixel_values`, made by the semantic backbone's own image processor (resize, crop,
@@ -64,13 +77,14 @@ class DualSightImageProcessor(BaseImageProcessor):
         semantic_processor (`dict` or `BaseImageProcessor`, *optional*):
             The stock transformers processor of the semantic backbone, or its `to_dict()` (with its
             `image_processor_type`). Defaults to the ResNet processor of [`processing.image_processor_for_backbone`].
-        crop_size (`int`, *optional*, defaults to 64): side of a native-resolution crop.
-        crops_per_side (`int`, *optional*, defaults to 3): the test-time crop grid is `crops_per_side` x
-            `crops_per_side`.
+        artifact_crop_size (`int`, *optional*, defaults to 64): side of a native-resolution crop.
+        artifact_crops_per_side (`int`, *optional*, defaults to 3): the test-time crop grid is
+            `artifact_crops_per_side` x `artifact_crops_per_side`.
 
-    Call arguments: `images` (a PIL image, array or a list of them), `return_tensors` (`"pt"`, `"np"` or `None`),
-    and `artifact_rng` (`random.Random`, *optional*): one randomly placed crop per image instead of the grid, for
-    training.
+    Call arguments: `images` (a PIL image, an array, a batch array or a list of them), `return_tensors` (`"pt"`,
+    `"np"` or `None`), `artifact_images` (*optional*: other versions of the same images for the artifact view, e.g.
+    augmented without resampling in training; default `images`) and `artifact_rng` (`random.Random`, *optional*:
+    one randomly placed crop per image instead of the grid, for training).
 
     Example:
 
@@ -79,8 +93,8 @@ class DualSightImageProcessor(BaseImageProcessor):
     >>> from transformers import MobileNetV2Config
     >>> from dualsight_hf.image_processing import DualSightImageProcessor
     >>> from dualsight_hf.processing import image_processor_for_backbone
-    >>> processor = DualSightImageProcessor(image_processor_for_backbone(MobileNetV2Config()), crop_size=32,
-    ...                                     crops_per_side=2)
+    >>> processor = DualSightImageProcessor(image_processor_for_backbone(MobileNetV2Config()),
+    ...                                     artifact_crop_size=32, artifact_crops_per_side=2)
     >>> batch = processor(Image.new("RGB", (100, 80)), return_tensors="pt")
     >>> batch["pixel_values"].shape, batch["artifact_values"].shape
     (torch.Size([1, 3, 224, 224]), torch.Size([1, 4, 3, 32, 32]))
@@ -88,9 +102,10 @@ class DualSightImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values", "artifact_values"]
+    valid_kwargs = DualSightImageProcessorKwargs
 
-    def __init__(self, semantic_processor: dict | BaseImageProcessor | None = None, crop_size: int = 64,
-                 crops_per_side: int = 3, **kwargs):
+    def __init__(self, semantic_processor: dict | BaseImageProcessor | None = None, artifact_crop_size: int = 64,
+                 artifact_crops_per_side: int = 3, **kwargs):
         kwargs.pop("image_processor_type", None)
         super().__init__(**kwargs)
         if isinstance(semantic_processor, BaseImageProcessor):
@@ -100,8 +115,8 @@ class DualSightImageProcessor(BaseImageProcessor):
                                   "crop_pct": 224 / 256, "resample": 2, "image_mean": [0.485, 0.456, 0.406],
                                   "image_std": [0.229, 0.224, 0.225]}
         self.semantic_processor = semantic_processor
-        self.crop_size = int(crop_size)
-        self.crops_per_side = int(crops_per_side)
+        self.artifact_crop_size = int(artifact_crop_size)
+        self.artifact_crops_per_side = int(artifact_crops_per_side)
 
     @property
     def semantic(self) -> BaseImageProcessor:
@@ -120,21 +135,31 @@ class DualSightImageProcessor(BaseImageProcessor):
         output.pop("_semantic", None)
         return output
 
-    def __call__(self, images, return_tensors=None, artifact_rng: random.Random | None = None,
+    def __call__(self, images, return_tensors=None, artifact_images=None, artifact_rng: random.Random | None = None,
                  **kwargs) -> BatchFeature:
-        return self.preprocess(images, return_tensors=return_tensors, artifact_rng=artifact_rng, **kwargs)
+        return self.preprocess(images, return_tensors=return_tensors, artifact_images=artifact_images,
+                               artifact_rng=artifact_rng, **kwargs)
 
-    def preprocess(self, images, return_tensors=None, artifact_rng: random.Random | None = None,
+    def preprocess(self, images, return_tensors=None, artifact_images=None, artifact_rng: random.Random | None = None,
                    **kwargs) -> BatchFeature:
         """The two views of `images`; see the class documentation."""
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        images = [image if isinstance(image, Image.Image) else to_pil_image(image) for image in images]
+        images = _as_pil_list(images)
+        artifact_images = images if artifact_images is None else _as_pil_list(artifact_images)
+        if len(artifact_images) != len(images):
+            raise ValueError(f"artifact_images has {len(artifact_images)} images for {len(images)} images")
         pixel_values = self.semantic(images, return_tensors="np", **kwargs)["pixel_values"]
-        crops = [native_crops(np.asarray(image.convert("RGB")), self.crop_size, self.crops_per_side, artifact_rng)
-                 for image in images]
+        crops = [native_crops(np.asarray(image.convert("RGB")), self.artifact_crop_size, self.artifact_crops_per_side,
+                              artifact_rng) for image in artifact_images]
         return BatchFeature({"pixel_values": pixel_values, "artifact_values": np.stack(crops)},
                             tensor_type=return_tensors)
+
+
+def _as_pil_list(images) -> list[Image.Image]:
+    """One image, a list of images or a batch array (`(batch, height, width, channels)` or channels first) as a list
+    of PIL images."""
+    if not isinstance(images, (list, tuple)):
+        images = list(images) if getattr(images, "ndim", 3) == 4 else [images]
+    return [image if isinstance(image, Image.Image) else to_pil_image(image) for image in images]
 
 
 __all__ = ["DualSightImageProcessor", "crop_positions", "native_crops"]

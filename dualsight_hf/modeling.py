@@ -363,9 +363,9 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         logits = self._head_logits(features)
         per_crop = logits.reshape(batch, crops, logits.shape[-1])
         if self.config.artifact_stream["crop_aggregation"] == "max":
-            not_first_class = 1 - per_crop.float().softmax(-1)[..., 0]
-            chosen = not_first_class.argmax(dim=1)
-            return per_crop[torch.arange(batch, device=per_crop.device), chosen]
+            # the crop with the lowest probability of class 0 (real); gather, not fancy indexing, so ONNX exports it
+            chosen = per_crop.float().log_softmax(dim=2)[:, :, 0].argmin(dim=1, keepdim=True)
+            return per_crop.gather(1, chosen[..., None].expand(-1, 1, per_crop.shape[-1])).squeeze(1)
         return per_crop.mean(dim=1)
 
     def _head_logits(self, features: torch.Tensor) -> torch.Tensor:
@@ -438,7 +438,8 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
             object_logits=object_logits,
             authenticity_loss=authenticity_loss,
             object_loss=object_loss,
-            hidden_states=backbone_outputs.hidden_states if output_hidden_states and backbone_outputs else None,
+            hidden_states=backbone_outputs.hidden_states if output_hidden_states and backbone_outputs is not None
+            else None,
         )
         return output if return_dict else output.to_tuple()
 

@@ -74,8 +74,8 @@ def image_processor_for_model(config, semantic_processor: BaseImageProcessor | N
     stream = config.artifact_stream
     if not stream:
         return semantic_processor
-    return DualSightImageProcessor(semantic_processor, crop_size=stream["crop_size"],
-                                   crops_per_side=stream["crops_per_side"])
+    return DualSightImageProcessor(semantic_processor, artifact_crop_size=stream["crop_size"],
+                                   artifact_crops_per_side=stream["crops_per_side"])
 
 
 def load_image_processor(name_or_path: str, **kwargs) -> BaseImageProcessor:

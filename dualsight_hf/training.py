@@ -137,6 +137,9 @@ def read_object_labels(spec: str | None, examples) -> dict[int, str] | None:
 
 def build_model(model_args: ModelArguments, examples):
     """The model and its image processor, as `ModelArguments` describes them."""
+    if model_args.artifact_stream is not None and (model_args.model_name_or_path or model_args.config):
+        raise ValueError("--artifact_stream applies to a new model built from --backbone; a model or config folder "
+                         "keeps its own artifact_stream setting")
     if model_args.model_name_or_path:
         model = load_model(model_args.model_name_or_path)
         return model, load_image_processor(model_args.model_name_or_path)

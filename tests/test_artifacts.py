@@ -73,3 +73,23 @@ def test_artifact_encoder_pools_any_crop_size_and_trains():
         assert encoder(torch.rand(3, 3, side, side)).shape == (3, 8)
     encoder(torch.rand(2, 3, 16, 16)).sum().backward()
     assert all(p.grad is not None for p in encoder.parameters())
+
+
+def test_residuals_survive_bfloat16_autocast():
+    """Bright pixels rounded to bfloat16 move by up to half a grey level (k/255 lands on a 1/256 grid), which distorts
+    residuals of one or two grey levels; under autocast the encoder still computes them from the float32 pixels,
+    exactly."""
+    torch.manual_seed(0)
+    crops = (200 + torch.randint(0, 3, (2, 3, 16, 16)).float()) / 255  # bright, with 1-2 grey-level texture
+    exact = ResidualFilters()(crops)[..., 2:-2, 2:-2]
+    rounded = ResidualFilters()(crops.bfloat16().float())[..., 2:-2, 2:-2]
+    assert (rounded - exact).norm() / exact.norm() > 0.002
+    encoder = ArtifactEncoder(channels=[4, 8]).eval()
+    seen = []
+    encoder.filters.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reduced = encoder(crops)
+    assert seen[0].dtype == torch.float32
+    torch.testing.assert_close(seen[0][..., 2:-2, 2:-2], exact, atol=0, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(reduced.float(), encoder(crops), atol=0.05, rtol=0.05)

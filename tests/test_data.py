@@ -2,6 +2,7 @@ import json
 import random
 
 import datasets
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -177,6 +178,21 @@ def test_leave_several_sources_out():
     assert set(splits["train"]["source"]) == {"a"}
     with pytest.raises(ValueError, match="no row has source = d"):
         split_examples(table, holdout_column="source", holdout_value="a,d")
+
+
+def test_artifact_view_augmentation_never_resamples_unless_rescaling():
+    """With rescaling and JPEG off, the artifact view is the image or its mirror, pixel for pixel, even when the
+    semantic view's rotation and blur are certain."""
+    from dualsight_hf.data import augment_keeping_traces
+
+    image = random_image(31, 20, seed=8)
+    settings = AugmentationSettings(rotation_p=1, blur_p=1, jpeg_p=0, rescale_p=0, color_jitter_p=1)
+    rng = random.Random(0)
+    for _ in range(10):
+        out = np.asarray(augment_keeping_traces(image, settings, rng))
+        assert np.array_equal(out, np.asarray(image)) or np.array_equal(out, np.asarray(image)[:, ::-1])
+    assert not np.array_equal(np.asarray(augment_keeping_traces(image, AugmentationSettings(jpeg_p=1), rng)),
+                              np.asarray(image))
 
 
 def test_transform_with_an_artifact_stream_takes_one_random_crop_in_training(class_folder):

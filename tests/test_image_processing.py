@@ -45,6 +45,14 @@ def test_small_images_are_tiled_not_resized():
                                   np.tile(array, (3, 2, 1))[:32, :32].transpose(2, 0, 1))
 
 
+def test_odd_small_images_are_cut_to_an_even_size_before_tiling():
+    """Every tile starts at an even offset, so the tiled crop keeps the 2x2 grid."""
+    array = np.asarray(random_image(15, 11, seed=5))
+    crop = native_crops(array, 32)[0]
+    np.testing.assert_array_equal(np.round(crop * 255).astype(np.uint8),
+                                  np.tile(array[:10, :14], (4, 3, 1))[:32, :32].transpose(2, 0, 1))
+
+
 def test_random_crops_stay_on_the_pixel_grid():
     image = coordinate_image(90, 77)
     rng = random.Random(0)
@@ -62,7 +70,7 @@ def test_random_crops_stay_on_the_pixel_grid():
 def processor():
     semantic = image_processor_for_backbone(MobileNetV2Config(), size={"shortest_edge": 32},
                                             crop_size={"height": 32, "width": 32})
-    return DualSightImageProcessor(semantic, crop_size=16, crops_per_side=2)
+    return DualSightImageProcessor(semantic, artifact_crop_size=16, artifact_crops_per_side=2)
 
 
 def test_processor_makes_both_views(processor):
@@ -74,16 +82,24 @@ def test_processor_makes_both_views(processor):
     assert 0 <= batch["artifact_values"].min() and batch["artifact_values"].max() <= 1
     training = processor(images, return_tensors="pt", artifact_rng=random.Random(0))
     assert training["artifact_values"].shape == (2, 1, 3, 16, 16)
-    # arrays and PIL images give the same crops
+    # arrays, batch arrays and PIL images give the same crops
     from_array = processor(np.asarray(images[0]), return_tensors="pt")
     torch.testing.assert_close(from_array["artifact_values"][0], batch["artifact_values"][0])
+    same_size = [random_image(40, 40, seed=s) for s in (3, 4)]
+    from_batch = processor(np.stack([np.asarray(i) for i in same_size]), return_tensors="pt")
+    torch.testing.assert_close(from_batch["artifact_values"], processor(same_size, return_tensors="pt")["artifact_values"])
+    # a separate artifact view (training) changes the crops only
+    other = processor(images, return_tensors="pt", artifact_images=[random_image(60, 40, seed=9), images[1]])
+    torch.testing.assert_close(other["pixel_values"], batch["pixel_values"])
+    assert not torch.equal(other["artifact_values"][0], batch["artifact_values"][0])
+    torch.testing.assert_close(other["artifact_values"][1], batch["artifact_values"][1])
 
 
 def test_processor_round_trip_through_auto_image_processor(processor, tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
     assert type(loaded) is DualSightImageProcessor
-    assert (loaded.crop_size, loaded.crops_per_side) == (16, 2)
+    assert (loaded.artifact_crop_size, loaded.artifact_crops_per_side) == (16, 2)
     assert type(loaded.semantic).__name__ == "MobileNetV2ImageProcessorPil"
     image = random_image(50, 70, seed=3)
     for key in ("pixel_values", "artifact_values"):

@@ -187,12 +187,15 @@ def test_predict_carries_the_artifact_input(artifact_model_dir, many_images):
             assert abs(result.authenticity[0]["score"] - expected[0]["score"]) < 1e-4
 
 
-@pytest.mark.parametrize("which", ["default", "artifact"])
+@pytest.mark.parametrize("which", ["default", "artifact", "artifact-max"])
 def test_onnx_export_matches_pytorch(tmp_path, which, artifact_model_dir):
     ort = pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime: pip install dualsight-hf[export]")
     from dualsight_hf import DEFAULT_MODEL_DIR, load_image_processor, load_model
 
     model_dir = str(DEFAULT_MODEL_DIR if which == "default" else artifact_model_dir)
+    if which == "artifact-max":
+        model_dir = str(save_tiny_model(tmp_path / "max", artifact_stream={"crop_size": 16, "crops_per_side": 2,
+                                                                          "crop_aggregation": "max"}))
     assert main(["export", "--model", model_dir, "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
     session = ort.InferenceSession(str(tmp_path / "model.onnx"))
     processor = load_image_processor(model_dir)

@@ -164,7 +164,7 @@ def test_artifact_stream_trains_on_random_native_crops(separable_folder, tmp_pat
                     training_args(tmp_path / "out", num_train_epochs=6, learning_rate=1e-2))
     assert results["test"]["accuracy"] >= 0.75
     config = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
-    assert config["image_processor_type"] == "DualSightImageProcessor" and config["crops_per_side"] == 2
+    assert config["image_processor_type"] == "DualSightImageProcessor" and config["artifact_crops_per_side"] == 2
 
 
 def test_artifact_stream_argument_for_a_new_model(tmp_path):
@@ -178,4 +178,12 @@ def test_artifact_stream_argument_for_a_new_model(tmp_path):
     model_args.object_labels = "none"
     model, processor = build_model(model_args, examples=None)
     assert model.config.artifact_stream["crop_size"] == 32 and model.artifact_encoder is not None
-    assert processor.crop_size == 32 and type(processor.semantic).__name__ == "MobileNetV2ImageProcessorPil"
+    assert processor.artifact_crop_size == 32 and type(processor.semantic).__name__ == "MobileNetV2ImageProcessorPil"
+
+
+
+def test_artifact_stream_argument_needs_a_new_model(start_model):
+    from dualsight_hf.training import build_model
+
+    with pytest.raises(ValueError, match="--artifact_stream applies to a new model"):
+        build_model(ModelArguments(model_name_or_path=str(start_model), artifact_stream={}), examples=None)

@@ -1,5 +1,6 @@
 """DualSight model configuration."""
 
+import copy
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -166,7 +167,7 @@ class DualSightConfig(PreTrainedConfig):
                 for config in self.extra_backbone_configs
             ]
         if self.artifact_stream is not None:
-            self.artifact_stream = {**ARTIFACT_STREAM_DEFAULTS, **self.artifact_stream}
+            self.artifact_stream = {**copy.deepcopy(ARTIFACT_STREAM_DEFAULTS), **self.artifact_stream}
         if self.id2label is None and kwargs.get("num_labels") is None:
             self.id2label = dict(DEFAULT_AUTHENTICITY_LABELS)
         if self.id2label is not None and self.label2id is None:
