@@ -57,7 +57,8 @@ def run_recipe(recipe: dict, variant: str, holdout: str, epochs: float, max_trai
     """Train one (variant, held-out group) run unless its results exist; returns its `all_results.json`."""
     run_dir = out / f"{variant}-without-{holdout.replace(',', '+')}"
     results_file = run_dir / "all_results.json"
-    if not results_file.exists():
+    # Trainer writes a first all_results.json (train metrics) before the run's own, complete one
+    if not results_file.exists() or "test" not in json.loads(results_file.read_text()):
         settings = run_settings(recipe, variant, holdout, epochs, max_train_samples, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -75,7 +76,6 @@ def summarise(results: dict) -> dict:
         "test_by_source": {source: {key: metrics[key] for key in ("accuracy", "auroc", "count")}
                            for source, metrics in results.get("test_by_source", {}).items()},
         "validation_auroc": results["best_checkpoint"]["validation_value"],
-        "train_runtime_s": results["train"]["train_runtime"],
     }
 
 
