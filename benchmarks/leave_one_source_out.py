@@ -7,7 +7,7 @@ split) see only the other sources, and the test split is the held-out group alon
 `../shared/data/real-vs-ai` are its two generator families: Stable Diffusion (`diffusiondb-vs-coco`, `cifake-2spi`)
 and DDPM (`ddpm-edit_detect`). Variants:
 
-- `semantic`: the recipe as it is (the MobileNetV2 backbone, both heads);
+- `semantic`: the recipe without an artifact stream (the MobileNetV2 backbone, both heads);
 - `artifact`: the artifact stream alone feeds the authenticity head (`artifact_stream.semantic_features: false`;
   no object head, so the backbone is not run);
 - `both`: the artifact stream beside the backbone (`artifact_stream: {}`, its default settings).
@@ -35,8 +35,8 @@ from dualsight_hf.machine import describe_machine
 REPO = Path(__file__).resolve().parents[1]
 DIRECTIONS = {"ddpm-edit_detect": "DDPM held out (trained on Stable Diffusion sources)",
               "diffusiondb-vs-coco,cifake-2spi": "Stable Diffusion held out (trained on DDPM)"}
-VARIANTS = {
-    "semantic": {},
+VARIANTS = {  # changes to the recipe; None removes a setting
+    "semantic": {"artifact_stream": None},
     "artifact": {"artifact_stream": {"semantic_features": False}, "object_labels": "none", "objects_file": None},
     "both": {"artifact_stream": {}},
 }
