@@ -65,7 +65,7 @@ def collect_logits(predictor, examples, condition: tuple[str, float] | None = No
     labels = examples.with_format(None)["label"] if by_label else None
 
     def flush():
-        rows.append(predictor.forward(dict(predictor.image_processor(batch, return_tensors="pt")))[0].numpy())
+        rows.append(predictor.forward(predictor.preprocess(batch))[0].numpy())
         batch.clear()
 
     for index, source in enumerate(tqdm(images, desc=description, unit="img", disable=not progress, leave=False)):

@@ -23,7 +23,7 @@ from .data import image_source
 from .images import ImageLoadError, iter_image_files, load_image
 from .loading import load_model
 from .pipeline import authenticity_decision, authenticity_predictions, object_predictions
-from .processing import load_image_processor
+from .processing import PixelNormalization, load_image_processor
 
 OUTPUT_FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -106,14 +106,14 @@ class PreprocessedInputs(IterableDataset):
 
     Args:
         inputs (`Callable[[], Iterable[tuple[str, object]]]`): makes the `(key, source)` stream (see `iter_inputs`).
-        image_processor: the model's image processor.
+        preprocess (`Callable[[list], BatchFeature]`): the model inputs of a list of images (`Predictor.preprocess`).
         rank (`int`, *optional*, defaults to 0), world_size (`int`, *optional*, defaults to 1): this process's share.
         skip (`set[str]`, *optional*): keys already scored (`--resume`).
     """
 
-    def __init__(self, inputs, image_processor, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset()):
+    def __init__(self, inputs, preprocess, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset()):
         self.inputs = inputs
-        self.image_processor = image_processor
+        self.preprocess = preprocess
         self.rank, self.world_size = rank, world_size
         self.skip = skip
 
@@ -135,7 +135,7 @@ class PreprocessedInputs(IterableDataset):
             except ImageLoadError as error:
                 yield index, key, None, str(error)
                 continue
-            processed = self.image_processor(image, return_tensors="pt")
+            processed = self.preprocess([image])
             yield index, key, {name: values[0] for name, values in processed.items()}, None
 
 
@@ -188,17 +188,30 @@ class Predictor:
         self.model = self.model.to(memory_format=torch.channels_last)
         self.compiled = torch.compile(self.model) if compile else self.model
         self.image_processor = load_image_processor(model)
+        # rescale and normalise once per batch on the device, not per image in numpy
+        self.normalization, self._deferred_steps = PixelNormalization.split(self.image_processor)
         self.batch_size = batch_size
         self.top_k = top_k
         self.object_threshold = object_threshold
         self.uncertain_band = uncertain_band
         self.num_workers = num_workers if num_workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
 
+    def preprocess(self, images: list) -> dict[str, torch.Tensor]:
+        """
+        The model inputs of RGB images (`PIL.Image.Image`): the image processor's output, except that where its
+        rescale and normalise steps can be deferred (`self.normalization`) `pixel_values` stay `uint8` after the
+        resize and crop, and [`Predictor.forward`] finishes them per batch on the device.
+        """
+        return dict(self.image_processor(images, return_tensors="pt", **self._deferred_steps))
+
     @torch.inference_mode()
     def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Authenticity and object logits (float32, on the CPU) of a batch made by the image processor
-        (`pixel_values`, and `artifact_values` for a model with an artifact stream)."""
+        """Authenticity and object logits (float32, on the CPU) of a batch of model inputs (`pixel_values`, and
+        `artifact_values` for a model with an artifact stream), as [`Predictor.preprocess`] or the image processor
+        makes them: `uint8` `pixel_values` are rescaled and normalised here."""
         inputs = {name: values.to(self.device) for name, values in inputs.items()}
+        if inputs["pixel_values"].dtype == torch.uint8:
+            inputs["pixel_values"] = self.normalization(inputs["pixel_values"])
         inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
                     else nullcontext())
@@ -221,7 +234,7 @@ class Predictor:
 
     def predict_images(self, images: list) -> list[PredictionResult]:
         """Score already loaded RGB images (`PIL.Image.Image`); results in input order, `path` left empty."""
-        inputs = dict(self.image_processor(images, return_tensors="pt"))
+        inputs = self.preprocess(images)
         return [PredictionResult(path="", index=i, **scored) for i, scored in enumerate(self._score(inputs))]
 
     def stream(self, inputs, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
@@ -237,7 +250,7 @@ class Predictor:
             skip (`frozenset[str]`, *optional*): keys to leave out (already scored).
             progress (`bool`, *optional*, defaults to `True`): a progress bar with images per second.
         """
-        dataset = PreprocessedInputs(inputs, self.image_processor, rank, world_size, skip)
+        dataset = PreprocessedInputs(inputs, self.preprocess, rank, world_size, skip)
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=_collate, prefetch_factor=2 if self.num_workers else None)
         with tqdm(desc="predicting", unit="img", disable=not progress, dynamic_ncols=True) as bar:
