@@ -8,7 +8,8 @@ of 512x512 JPEGs, interleaved over several rounds:
    processor, float32 as the pipeline loads it, `batch_size` set);
 2. `dualsight predict` with its defaults (the `Predictor` streaming the folder, results written as JSON lines);
 3. the model's forward alone on pre-made tensors, same batch size and dtype as 2 (the ceiling for end-to-end);
-4. `dualsight predict --compile` (torch.compile; its one-off compilation excluded).
+4. `dualsight predict --compile` (torch.compile; its one-off compilation excluded);
+5. reading and preprocessing alone (no model), the work that end-to-end adds to the forward pass.
 
 Then peak resident memory of `dualsight predict` (a fresh process each) on N small and N large folders.
 Prints the ratios and writes everything to a JSON file with the machine it ran on.
@@ -35,7 +36,7 @@ from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
 from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine, machine_line
-from dualsight_hf.predict import Predictor, ResultWriter, iter_inputs
+from dualsight_hf.predict import PreprocessedInputs, Predictor, ResultWriter, iter_inputs
 from dualsight_hf.processing import image_processor_for_backbone, load_image_processor
 
 
@@ -90,6 +91,14 @@ def time_dualsight_predict(model_dir: Path, images: Path, batch_size: int, scrat
     return count / (time.perf_counter() - start)
 
 
+def time_input_pipeline(model_dir: Path, images: Path) -> float:
+    """Reading and preprocessing alone, in one thread, no model: what the forward pass overlaps with."""
+    predictor = Predictor(str(model_dir))
+    start = time.perf_counter()
+    count = sum(1 for _ in PreprocessedInputs(lambda: iter_inputs([images]), predictor.preprocess))
+    return count / (time.perf_counter() - start)
+
+
 def time_forward_only(model_dir: Path, count: int, batch_size: int) -> float:
     predictor = Predictor(str(model_dir), batch_size=batch_size)
     # every input the model takes (pixel_values, and artifact_values for an artifact stream), made once
@@ -131,13 +140,15 @@ def main() -> None:
     report = {"machine": describe_machine(), "settings": vars(args), "models": {}}
     for name, model_dir in models.items():
         dtype = str(Predictor(str(model_dir), num_workers=0).dtype).removeprefix("torch.")  # what --dtype auto picks
-        runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": [], "dualsight_predict_compiled": []}
+        runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": [], "dualsight_predict_compiled": [],
+                "input_pipeline_only": []}
         for round_index in range(args.rounds):
             runs["stock_pipeline"].append(time_stock_pipeline(model_dir, images, args.batch_size))
             runs["dualsight_predict"].append(time_dualsight_predict(model_dir, images, args.batch_size, work))
             runs["forward_only"].append(time_forward_only(model_dir, args.images, args.batch_size))
             runs["dualsight_predict_compiled"].append(
                 time_dualsight_predict(model_dir, images, args.batch_size, work, compile=True))
+            runs["input_pipeline_only"].append(time_input_pipeline(model_dir, images))
             print(f"{name} round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.1f} img/s" for k, v in runs.items()),
                   flush=True)
         median = {k: statistics.median(v) for k, v in runs.items()}
@@ -173,15 +184,16 @@ def markdown_table(report: dict) -> str:
              f"{settings['images']} JPEGs of 512x512, batch {settings['batch_size']}, median of "
              f"{settings['rounds']} interleaved rounds.\n",
              "| model | stock pipeline (float32) | `dualsight predict` | forward only | speed-up | share of ceiling "
-             "| `--compile` | its speed-up |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| `--compile` | its speed-up | reading + preprocessing alone (1 thread) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, result in report["models"].items():
         speed = result["images_per_second"]
         lines.append(f"| {name} ({result['dualsight_dtype']}) | {speed['stock_pipeline']:.1f} img/s | "
                      f"{speed['dualsight_predict']:.1f} img/s | {speed['forward_only']:.1f} img/s | "
                      f"x{result['speedup_over_stock_pipeline']:.2f} | {result['fraction_of_forward_only']:.0%} | "
                      f"{speed['dualsight_predict_compiled']:.1f} img/s | "
-                     f"x{result['compiled_speedup_over_stock_pipeline']:.2f} |")
+                     f"x{result['compiled_speedup_over_stock_pipeline']:.2f} | "
+                     f"{speed['input_pipeline_only']:.1f} img/s |")
     memory = report["peak_memory_mb"]
     sizes = [key for key in memory if key.isdigit()]
     lines.append("\nPeak memory of `dualsight predict` (default model): " + ", ".join(

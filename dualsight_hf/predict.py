@@ -158,8 +158,8 @@ class Predictor:
         allow_pickle (`bool`, *optional*, defaults to `False`): accept pickle weights (see `loading.load_model`).
         num_workers (`int`, *optional*): DataLoader worker processes for reading and preprocessing; defaults to 0
             on machines with 2 cores or fewer (where workers compete with the model), else 2.
-        compile (`bool`, *optional*, defaults to `False`): `torch.compile` the model (slow start, faster steady
-            state).
+        compile (`bool`, *optional*, defaults to `False`): `torch.compile` the model with inductor's weight freezing
+            (a start of tens of seconds, a faster steady state).
         uncertain_band (`float`, *optional*): overrides the model's `uncertain_band`: results whose calibrated
             class-1 probability is this close to the decision threshold get the label `"uncertain"`.
 
@@ -186,7 +186,9 @@ class Predictor:
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
         self.dtype = resolve_dtype(dtype, self.device, getattr(self.model.config, "inference_dtype", None))
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.compiled = torch.compile(self.model) if compile else self.model
+        # freezing folds the weights into the compiled graph as constants (BatchNorm into convolutions, weights
+        # pre-packed for oneDNN): safe here since the model only runs in inference mode, and on CPUs it is faster
+        self.compiled = torch.compile(self.model, options={"freezing": True}) if compile else self.model
         self.image_processor = load_image_processor(model)
         # rescale and normalise once per batch on the device, not per image in numpy
         self.normalization, self._deferred_steps = PixelNormalization.split(self.image_processor)

@@ -174,6 +174,16 @@ def artifact_model_dir(tmp_path_factory):
                                                                                       "crops_per_side": 2})
 
 
+def test_compiled_model_gives_the_same_answers(tiny_model_dir, many_images):
+    eager = Predictor(str(tiny_model_dir), dtype="float32").predict_paths([many_images])
+    compiled = Predictor(str(tiny_model_dir), dtype="float32", compile=True).predict_paths([many_images])
+    assert [r.path for r in compiled] == [r.path for r in eager]
+    for ours, reference in zip(compiled, eager):
+        assert ours.label == reference.label and ours.error == reference.error
+        if reference.score is not None:
+            assert abs(ours.score - reference.score) < 1e-4
+
+
 def test_predict_carries_the_artifact_input(artifact_model_dir, many_images):
     from dualsight_hf import load_pipeline
 
