@@ -35,9 +35,11 @@ from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
 
 from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
 from dualsight_hf.hub import write_marked_block
-from dualsight_hf.machine import describe_machine, machine_line
+from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.predict import PreprocessedInputs, Predictor, ResultWriter, iter_inputs
 from dualsight_hf.processing import image_processor_for_backbone, load_image_processor
+
+RESULTS = Path(__file__).with_name("results")
 
 
 def make_jpegs(folder: Path, count: int, size: int = 512) -> Path:
@@ -129,15 +131,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--memory-images", type=int, nargs=2, default=(100, 10000), metavar=("SMALL", "LARGE"))
     parser.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "dualsight-benchmark"))
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "predict_throughput.json"))
-    parser.add_argument("--readme", default=None, help="also write the result table into this README's "
-                                                      "benchmark-results block")
+    parser.add_argument("--out", default=None, help="results file (default: results/predict_throughput-MACHINE.json,"
+                                                    " one per machine)")
+    parser.add_argument("--readme", default=None, help="also write the result tables of every machine in results/ "
+                                                      "into this README's benchmark-results block")
+    parser.add_argument("--tables-only", action="store_true", help="measure nothing: only rewrite --readme's block "
+                                                                  "from the results files already in results/")
     args = parser.parse_args()
+    if not args.tables_only:
+        measure(args)
+    if args.readme:
+        reports = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("predict_throughput-*.json"))]
+        write_marked_block(args.readme, "benchmark-results", "\n".join(markdown_table(r) for r in reports))
 
+
+def measure(args) -> None:
+    """Run every measurement and write the results file of this machine."""
     work = Path(args.work_dir)
     images = make_jpegs(work / f"jpegs-{args.images}", args.images)
     models = {"resnet50": resnet50_folder(work / "resnet50"), "default": Path(DEFAULT_MODEL_DIR)}
-    report = {"machine": describe_machine(), "settings": vars(args), "models": {}}
+    report = {"machine": describe_machine(), "code": code_version(), "date": time.strftime("%Y-%m-%d"),
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "readme", "tables_only")},
+              "models": {}}
     for name, model_dir in models.items():
         dtype = str(Predictor(str(model_dir), num_workers=0).dtype).removeprefix("torch.")  # what --dtype auto picks
         runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": [], "dualsight_predict_compiled": [],
@@ -167,20 +182,29 @@ def main() -> None:
     report["peak_memory_mb"] = {"model": "default", **{str(k): v for k, v in memory.items()},
                                 "ratio_large_to_small": memory[large] / memory[small]}
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    out = Path(args.out or RESULTS / f"predict_throughput-{machine_slug(report['machine'])}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     print(json.dumps({name: {k: round(v, 3) for k, v in m.items() if k.startswith(("speedup", "fraction"))}
                       for name, m in report["models"].items()}, indent=2))
     print(f"peak memory {large} vs {small} images: x{report['peak_memory_mb']['ratio_large_to_small']:.2f}")
-    print(f"written to {args.out}")
-    if args.readme:
-        write_marked_block(args.readme, "benchmark-results", markdown_table(report))
+    print(f"written to {out}")
+
+
+def code_version() -> str:
+    """The repository's commit, with `+changes` when the working tree differs from it."""
+    def git(*command):
+        return subprocess.run(["git", *command], cwd=Path(__file__).parent, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
 
 
 def markdown_table(report: dict) -> str:
-    """The benchmark result as Markdown, with the machine it ran on."""
+    """One machine's benchmark result as Markdown, with the machine it ran on (columns a run did not measure: "-")."""
     settings = report["settings"]
-    lines = [f"Measured by `benchmarks/predict_throughput.py` on {machine_line(report['machine'])}: "
+    lines = [f"Measured by `benchmarks/predict_throughput.py` on {machine_line(report['machine'])}"
+             + (f", code of commit {report['code']} ({report['date']})" if "code" in report else "") + ": "
              f"{settings['images']} JPEGs of 512x512, batch {settings['batch_size']}, median of "
              f"{settings['rounds']} interleaved rounds.\n",
              "| model | stock pipeline (float32) | `dualsight predict` | forward only | speed-up | share of ceiling "
@@ -193,7 +217,7 @@ def markdown_table(report: dict) -> str:
                      f"x{result['speedup_over_stock_pipeline']:.2f} | {result['fraction_of_forward_only']:.0%} | "
                      f"{speed['dualsight_predict_compiled']:.1f} img/s | "
                      f"x{result['compiled_speedup_over_stock_pipeline']:.2f} | "
-                     f"{speed['input_pipeline_only']:.1f} img/s |")
+                     + (f"{speed['input_pipeline_only']:.1f} img/s |" if "input_pipeline_only" in speed else "- |"))
     memory = report["peak_memory_mb"]
     sizes = [key for key in memory if key.isdigit()]
     lines.append("\nPeak memory of `dualsight predict` (default model): " + ", ".join(

@@ -2,6 +2,7 @@
 
 import os
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -25,3 +26,8 @@ def machine_line(machine: dict) -> str:
     gpu = machine.get("gpu") or "no GPU"
     return f"{machine['cores']} cores of {machine['cpu']}" + (f" ({extras})" if extras else "") + \
         f", {gpu}, torch {machine['torch']}"
+
+
+def machine_slug(machine: dict) -> str:
+    """A file-name-safe name of the machine, e.g. `2-cores-amd-epyc-avx512-bf16` (for one results file per machine)."""
+    return re.sub(r"[^a-z0-9]+", "-", machine_line(machine).split(", torch")[0].lower().replace("(r)", "")).strip("-")

@@ -23,6 +23,16 @@ TINY_BACKBONES = {
 OBJECT_NAMES = {0: "person", 1: "car", 2: "dog"}
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_path(*parts) -> Path:
     """A path under ../shared, or skip the test with the reason when that folder is absent (a user's clone)."""
     path = SHARED.joinpath(*parts)

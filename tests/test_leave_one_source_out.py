@@ -1,11 +1,9 @@
 """The leave-one-source-out benchmark: what each run trains on, and the table it writes."""
 
-import importlib.util
-
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, load_benchmark
 from dualsight_hf.data import split_examples
 from dualsight_hf.evaluation import leave_one_source_out_markdown
 from dualsight_hf.machine import describe_machine
@@ -13,10 +11,7 @@ from dualsight_hf.machine import describe_machine
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("loso", REPO / "benchmarks" / "leave_one_source_out.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("leave_one_source_out")
 
 
 def test_runs_hold_out_one_generator_family_each(benchmark, tmp_path):

@@ -1,0 +1,66 @@
+"""The throughput benchmark's bookkeeping: one results file per machine, and the README tables made from them."""
+
+import json
+import sys
+
+import pytest
+
+from conftest import REPO, load_benchmark
+from dualsight_hf.machine import describe_machine, machine_slug
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return load_benchmark("predict_throughput")
+
+
+def report(cpu: str, amx: bool, speeds: dict, code: str | None = "abc1234") -> dict:
+    machine = {"cpu": cpu, "cores": 2, "amx": amx, "avx512_bf16": True, "gpu": None, "torch": "2.13.0+cpu"}
+    model = {"images_per_second": speeds, "dualsight_dtype": "bfloat16",
+             "speedup_over_stock_pipeline": speeds["dualsight_predict"] / speeds["stock_pipeline"],
+             "fraction_of_forward_only": speeds["dualsight_predict"] / speeds["forward_only"],
+             "compiled_speedup_over_stock_pipeline": speeds["dualsight_predict_compiled"] / speeds["stock_pipeline"]}
+    result = {"machine": machine, "settings": {"images": 8, "batch_size": 4, "rounds": 1},
+              "models": {"resnet50": model}, "peak_memory_mb": {"100": 1000.0, "10000": 1100.0,
+                                                                "ratio_large_to_small": 1.1}}
+    return {**result, "code": code, "date": "2026-12-02"} if code else result
+
+
+def test_machine_slug_names_a_file():
+    slug = machine_slug({"cpu": "Intel(R) Xeon(R) Platinum 8480+", "cores": 2, "amx": True, "avx512_bf16": True,
+                         "gpu": None, "torch": "2.13.0"})
+    assert slug == "2-cores-of-intel-xeon-platinum-8480-amx-avx512-bf16-no-gpu"
+    assert machine_slug(describe_machine()).replace("-", "").isalnum()
+
+
+def test_tables_only_writes_one_table_per_machine_file(benchmark, tmp_path, monkeypatch):
+    speeds = {"stock_pipeline": 10.0, "dualsight_predict": 30.0, "forward_only": 40.0,
+              "dualsight_predict_compiled": 45.0, "input_pipeline_only": 200.0}
+    older = dict(speeds)
+    del older["input_pipeline_only"]  # a results file from before that column existed
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "predict_throughput-a.json").write_text(json.dumps(report("Chip A", True, speeds)))
+    (results / "predict_throughput-b.json").write_text(json.dumps(report("Chip B", False, older, code=None)))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- benchmark-results:start -->\nold\n<!-- benchmark-results:end -->\nafter\n")
+    monkeypatch.setattr(benchmark, "RESULTS", results)
+    monkeypatch.setattr(sys, "argv", ["predict_throughput.py", "--tables-only", "--readme", str(readme)])
+    benchmark.main()
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "old" not in text
+    block = text.split("<!-- benchmark-results:start -->")[1]
+    assert block.index("2 cores of Chip A (AMX, AVX512-BF16)") < block.index("2 cores of Chip B (AVX512-BF16)")
+    assert "code of commit abc1234 (2026-12-02)" in block
+    rows = [line for line in block.splitlines() if line.startswith("| resnet50")]
+    assert rows[0].split(" | ")[1:6] == ["10.0 img/s", "30.0 img/s", "40.0 img/s", "x3.00", "75%"]
+    assert rows[0].rstrip(" |").endswith("200.0 img/s") and rows[1].endswith("| - |")
+
+
+def test_results_name_the_code_they_measured(benchmark):
+    import re
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    version = benchmark.code_version()
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?", version) and version.startswith(head.strip() or "?")
