@@ -1,16 +1,19 @@
 """Batch prediction over files, folders, path lists and datasets: the engine behind `dualsight predict`.
 
 Inputs stream through a `torch.utils.data.DataLoader`: worker processes read and preprocess images while the model
-runs, the queue between them is bounded (`prefetch_factor`), and results are written as they come, so memory does
-not grow with the number of images. With several processes (`--num-processes N`, or `accelerate launch` /
-`torchrun`, read from `RANK` / `WORLD_SIZE`), each takes every N-th input and writes a shard; rank 0 merges the
-shards into one output with no duplicates and no gaps.
+runs (on machines with two cores or fewer, threads read each batch between forward passes instead), the queue between
+them is bounded (`prefetch_factor`), and results are written as they come, so memory does not grow with the number of
+images. With several processes (`--num-processes N`, or `accelerate launch` / `torchrun`, read from `RANK` /
+`WORLD_SIZE`), each takes every N-th input and writes a shard; rank 0 merges the shards into one output with no
+duplicates and no gaps.
 """
 
 import csv
+import itertools
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,23 +104,39 @@ def iter_inputs(paths=(), paths_from: str | None = None, dataset=None, image_col
 class PreprocessedInputs(IterableDataset):
     """
     Streams `(index, key, model inputs or None, error or None)`: reads and preprocesses each input in the
-    DataLoader's worker processes. Inputs are dealt to ranks and workers by position, so every input is read by
-    exactly one of them.
+    DataLoader's worker processes, or, without them, in a pool of threads that works through one chunk of inputs at a
+    time between forward passes (image decoding and resizing release the GIL, so the chunk is read on every core while
+    the model waits, and the threads do not compete with the model while it runs). Inputs are dealt to ranks and
+    workers by position, so every input is read by exactly one of them.
 
     Args:
         inputs (`Callable[[], Iterable[tuple[str, object]]]`): makes the `(key, source)` stream (see `iter_inputs`).
         preprocess (`Callable[[list], BatchFeature]`): the model inputs of a list of images (`Predictor.preprocess`).
         rank (`int`, *optional*, defaults to 0), world_size (`int`, *optional*, defaults to 1): this process's share.
         skip (`set[str]`, *optional*): keys already scored (`--resume`).
+        threads (`int`, *optional*, defaults to 1): reading threads of each process.
+        chunk (`int`, *optional*, defaults to 1): inputs read together by the threads (the batch size).
     """
 
-    def __init__(self, inputs, preprocess, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset()):
+    def __init__(self, inputs, preprocess, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
+                 threads: int = 1, chunk: int = 1):
         self.inputs = inputs
         self.preprocess = preprocess
         self.rank, self.world_size = rank, world_size
         self.skip = skip
+        self.threads, self.chunk = threads, chunk
 
     def __iter__(self):
+        mine = self._mine()
+        if self.threads <= 1:
+            yield from map(self._prepare, mine)
+            return
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="dualsight-read") as pool:
+            while chunk := list(itertools.islice(mine, self.chunk)):
+                yield from pool.map(self._prepare, chunk)
+
+    def _mine(self):
+        """`(index, key, source)` of the inputs that this rank and worker read."""
         worker = get_worker_info()
         worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
         mine = 0
@@ -125,18 +144,19 @@ class PreprocessedInputs(IterableDataset):
             if index % self.world_size != self.rank:
                 continue
             mine += 1
-            if (mine - 1) % workers != worker_id or key in self.skip:
-                continue
-            if isinstance(source, ImageLoadError):
-                yield index, key, None, str(source)
-                continue
-            try:
-                image = load_image(source, name=key)
-            except ImageLoadError as error:
-                yield index, key, None, str(error)
-                continue
-            processed = self.preprocess([image])
-            yield index, key, {name: values[0] for name, values in processed.items()}, None
+            if (mine - 1) % workers == worker_id and key not in self.skip:
+                yield index, key, source
+
+    def _prepare(self, entry) -> tuple:
+        index, key, source = entry
+        if isinstance(source, ImageLoadError):
+            return index, key, None, str(source)
+        try:
+            image = load_image(source, name=key)
+        except ImageLoadError as error:
+            return index, key, None, str(error)
+        processed = self.preprocess([image])
+        return index, key, {name: values[0] for name, values in processed.items()}, None
 
 
 def _collate(items):
@@ -157,7 +177,8 @@ class Predictor:
         object_threshold (`float`, *optional*, defaults to 0.5): presence threshold of a multi-label object head.
         allow_pickle (`bool`, *optional*, defaults to `False`): accept pickle weights (see `loading.load_model`).
         num_workers (`int`, *optional*): DataLoader worker processes for reading and preprocessing; defaults to 0
-            on machines with 2 cores or fewer (where workers compete with the model), else 2.
+            on machines with 2 cores or fewer (where workers compete with the model; each batch is then read by one
+            thread per core between forward passes), else 2.
         compile (`bool`, *optional*, defaults to `False`): `torch.compile` the model with inductor's weight freezing
             (a start of tens of seconds, a faster steady state).
         uncertain_band (`float`, *optional*): overrides the model's `uncertain_band`: results whose calibrated
@@ -252,7 +273,9 @@ class Predictor:
             skip (`frozenset[str]`, *optional*): keys to leave out (already scored).
             progress (`bool`, *optional*, defaults to `True`): a progress bar with images per second.
         """
-        dataset = PreprocessedInputs(inputs, self.preprocess, rank, world_size, skip)
+        # without worker processes, a batch is read by as many threads as there are cores, between forward passes
+        threads = 1 if self.num_workers else (os.cpu_count() or 1)
+        dataset = PreprocessedInputs(inputs, self.preprocess, rank, world_size, skip, threads, self.batch_size)
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=_collate, prefetch_factor=2 if self.num_workers else None)
         with tqdm(desc="predicting", unit="img", disable=not progress, dynamic_ncols=True) as bar:

@@ -82,7 +82,7 @@ class _SizeKeyedPredictor:
         self.model = type("Model", (), {"config": config})()
 
     @staticmethod
-    def image_processor(images, return_tensors="pt"):
+    def preprocess(images):
         import torch
 
         return {"pixel_values": torch.tensor([float(image.width) for image in images])}

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, random_image, save_tiny_model, shared_path
 from dualsight_hf.cli import main
-from dualsight_hf.predict import Predictor, iter_inputs, read_results
+from dualsight_hf.predict import PreprocessedInputs, Predictor, iter_inputs, read_results
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,19 @@ def test_stream_reads_ahead_by_at_most_a_batch(predictor):
             break
     assert [r.path for r in results] == [f"generated-{i}" for i in range(10)]
     assert all(r.label in {"real", "ai_generated"} for r in results)
+
+
+def test_reading_threads_keep_every_input_once_and_in_order(predictor, many_images):
+    def read(**threading):
+        return list(PreprocessedInputs(lambda: iter_inputs([many_images]), predictor.preprocess, **threading))
+
+    serial, threaded = read(), read(threads=2, chunk=4)
+    assert [(i, key, error) for i, key, _, error in threaded] == [(i, key, error) for i, key, _, error in serial]
+    assert sum(error is not None for *_, error in threaded) == 1
+    for (*_, ours, _), (*_, reference, _) in zip(threaded, serial):
+        assert (ours is None) == (reference is None)
+        if reference is not None:
+            assert all(torch.equal(ours[name], reference[name]) for name in reference)
 
 
 def test_stream_with_worker_processes_keeps_every_input_once(tiny_model_dir, many_images):
