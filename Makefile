@@ -1,18 +1,25 @@
-# One-command set-up: `make predict` (the main job) and `make test` create .venv and install everything first.
+# One-command set-up: `make predict` (the main job; the core package) and `make test` (plus the test and demo extras)
+# create .venv and install what they need first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup browser predict test demo default-model pseudo-labels benchmark generalisation clean
+.PHONY: setup setup-all browser predict test demo default-model pseudo-labels benchmark generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $(BIN)/dualsight
 
+## The test and demo extras (pytest, hypothesis, onnxruntime, playwright, gradio) on top of the core package.
+$(VENV)/.extras-installed: $(BIN)/dualsight
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo]"
+	touch $@
+
 setup: $(BIN)/dualsight
+setup-all: $(VENV)/.extras-installed
 
 ## The main job: both heads of the shipped default model on the example images.
 predict: setup
@@ -23,11 +30,11 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
 		|| echo "Chromium could not be installed: the browser test of the demo will be skipped"
 
-test: setup browser
+test: setup-all browser
 	$(BIN)/python -m pytest -q
 
 ## The web page (the Hugging Face Spaces entry point is app.py).
-demo: setup
+demo: setup-all
 	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python app.py
 
 ## Throughput and memory against the stock pipeline (results in benchmarks/results/).
