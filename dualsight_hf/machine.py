@@ -29,5 +29,5 @@ def machine_line(machine: dict) -> str:
 
 
 def machine_slug(machine: dict) -> str:
-    """A file-name-safe name of the machine, e.g. `2-cores-amd-epyc-avx512-bf16` (for one results file per machine)."""
+    """A file-name-safe name of the machine, e.g. `2-cores-of-amd-epyc-avx512-bf16-no-gpu` (one results file each)."""
     return re.sub(r"[^a-z0-9]+", "-", machine_line(machine).split(", torch")[0].lower().replace("(r)", "")).strip("-")
