@@ -77,7 +77,8 @@ def test_the_shipped_remote_code_is_the_package_code():
     """Hub users of the default model run its copied .py files: they must be this version's code."""
     package = DEFAULT_MODEL_DIR.parent
     shipped = sorted(path.name for path in DEFAULT_MODEL_DIR.glob("*.py"))
-    assert {"configuration.py", "modeling.py", "pipeline.py", "images.py", "artifacts.py"} <= set(shipped)
+    assert {"configuration.py", "modeling.py", "pipeline.py", "images.py", "artifacts.py",
+            "image_processing.py"} <= set(shipped)
     for name in shipped:
         assert (DEFAULT_MODEL_DIR / name).read_text() == (package / name).read_text(), name
 
