@@ -62,5 +62,7 @@ def test_results_name_the_code_they_measured(benchmark):
     import subprocess
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    if not head.strip():
+        pytest.skip("the repository is not a git checkout (e.g. an unpacked archive): no commit to name")
     version = benchmark.code_version()
-    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?", version) and version.startswith(head.strip() or "?")
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?", version) and version.startswith(head.strip())
