@@ -8,13 +8,15 @@ of 512x512 JPEGs, interleaved over several rounds:
    processor, float32 as the pipeline loads it, `batch_size` set);
 2. `dualsight predict` with its defaults (the `Predictor` streaming the folder, results written as JSON lines);
 3. the model's forward alone on pre-made tensors, same batch size and dtype as 2 (the ceiling for end-to-end);
-4. `dualsight predict --compile` (torch.compile; its one-off compilation excluded);
-5. reading and preprocessing alone (no model), the work that end-to-end adds to the forward pass.
+4. `dualsight predict --compile` (torch.compile; its one-off compilation excluded) and its forward alone;
+5. `dualsight predict --dtype int8` (static int8, calibrated on 32 of the images) and its forward alone: opt-in,
+   since it changes the answers more than bfloat16 (see the README);
+6. reading and preprocessing alone (no model), the work that end-to-end adds to the forward pass.
 
 Then peak resident memory of `dualsight predict` (a fresh process each) on N small and N large folders.
 Prints the ratios and writes everything to a JSON file with the machine it ran on.
 
-    python benchmarks/predict_throughput.py                       # full run (about 15 minutes on 2 CPU cores)
+    python benchmarks/predict_throughput.py                       # full run (about 30 minutes on 2 CPU cores)
     python benchmarks/predict_throughput.py --images 32 --rounds 1 --memory-images 50 500   # quick look
 """
 
@@ -78,11 +80,24 @@ def time_stock_pipeline(model_dir: Path, images: Path, batch_size: int) -> float
     return len(files) / elapsed
 
 
-def time_dualsight_predict(model_dir: Path, images: Path, batch_size: int, scratch: Path,
-                           compile: bool = False) -> float:
-    predictor = Predictor(str(model_dir), batch_size=batch_size, compile=compile)
-    if compile:  # compilation (tens of seconds, once per process) is not part of the steady-state throughput
-        list(predictor.stream(lambda: iter_inputs(sorted(images.glob("*.jpg"))[:batch_size]), progress=False))
+#: The ways `dualsight predict` runs, as `Predictor` arguments: its defaults, `--compile`, and `--dtype int8`
+#: (calibrated on the first `CALIBRATION_IMAGES` images of the folder; opt-in, since it changes the answers).
+VARIANTS = {"dualsight_predict": {}, "dualsight_predict_compiled": {"compile": True},
+            "dualsight_predict_int8": {"dtype": "int8"}}
+CALIBRATION_IMAGES = 32
+
+
+def make_predictor(model_dir: Path, images: Path, batch_size: int, **variant) -> Predictor:
+    """A `Predictor` for one variant, warmed up on one batch (compilation, once per process, is not part of the
+    steady-state throughput)."""
+    files = sorted(images.glob("*.jpg"))
+    calibration = files[:CALIBRATION_IMAGES] if variant.get("dtype") == "int8" else None
+    predictor = Predictor(str(model_dir), batch_size=batch_size, calibration=calibration, **variant)
+    list(predictor.stream(lambda: iter_inputs(files[:batch_size]), progress=False))
+    return predictor
+
+
+def time_dualsight_predict(predictor: Predictor, images: Path, scratch: Path) -> float:
     start = time.perf_counter()
     with open(scratch / "out.jsonl", "w") as handle:
         writer = ResultWriter(handle, "jsonl")
@@ -93,25 +108,25 @@ def time_dualsight_predict(model_dir: Path, images: Path, batch_size: int, scrat
     return count / (time.perf_counter() - start)
 
 
-def time_input_pipeline(model_dir: Path, images: Path) -> float:
+def time_input_pipeline(predictor: Predictor, images: Path) -> float:
     """Reading and preprocessing alone, in one thread, no model: what the forward pass overlaps with."""
-    predictor = Predictor(str(model_dir))
     start = time.perf_counter()
     count = sum(1 for _ in PreprocessedInputs(lambda: iter_inputs([images]), predictor.preprocess))
     return count / (time.perf_counter() - start)
 
 
-def time_forward_only(model_dir: Path, count: int, batch_size: int) -> float:
-    predictor = Predictor(str(model_dir), batch_size=batch_size)
+def time_forward_only(predictor: Predictor, count: int) -> float:
+    """The forward pass alone (with the per-batch normalisation and the heads' decisions), on pre-made inputs."""
     # every input the model takes (pixel_values, and artifact_values for an artifact stream), made once
-    made = predictor.image_processor([Image.new("RGB", (512, 512))] * batch_size, return_tensors="pt")
-    batch = {name: torch.rand_like(values) for name, values in made.items()}
+    made = predictor.preprocess([Image.new("RGB", (512, 512))] * predictor.batch_size)
+    batch = {name: (torch.randint_like(values, 256) if values.dtype == torch.uint8 else torch.rand_like(values))
+             for name, values in made.items()}
     predictor._score(batch)  # warm-up
-    steps = max(1, count // batch_size)
+    steps = max(1, count // predictor.batch_size)
     start = time.perf_counter()
     for _ in range(steps):
         predictor._score(batch)
-    return steps * batch_size / (time.perf_counter() - start)
+    return steps * predictor.batch_size / (time.perf_counter() - start)
 
 
 def peak_memory_mb(model_dir: Path, images: Path, batch_size: int, scratch: Path) -> float:
@@ -155,23 +170,26 @@ def measure(args) -> None:
               "models": {}}
     for name, model_dir in models.items():
         dtype = str(Predictor(str(model_dir), num_workers=0).dtype).removeprefix("torch.")  # what --dtype auto picks
-        runs = {"stock_pipeline": [], "dualsight_predict": [], "forward_only": [], "dualsight_predict_compiled": [],
-                "input_pipeline_only": []}
+        runs = {"stock_pipeline": [], "input_pipeline_only": []}
         for round_index in range(args.rounds):
             runs["stock_pipeline"].append(time_stock_pipeline(model_dir, images, args.batch_size))
-            runs["dualsight_predict"].append(time_dualsight_predict(model_dir, images, args.batch_size, work))
-            runs["forward_only"].append(time_forward_only(model_dir, args.images, args.batch_size))
-            runs["dualsight_predict_compiled"].append(
-                time_dualsight_predict(model_dir, images, args.batch_size, work, compile=True))
-            runs["input_pipeline_only"].append(time_input_pipeline(model_dir, images))
+            for variant, options in VARIANTS.items():
+                predictor = make_predictor(model_dir, images, args.batch_size, **options)
+                runs.setdefault(variant, []).append(time_dualsight_predict(predictor, images, work))
+                ceiling = variant.replace("dualsight_predict", "forward_only")
+                runs.setdefault(ceiling, []).append(time_forward_only(predictor, args.images))
+                if not options:
+                    runs["input_pipeline_only"].append(time_input_pipeline(predictor, images))
+                del predictor
             print(f"{name} round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.1f} img/s" for k, v in runs.items()),
                   flush=True)
         median = {k: statistics.median(v) for k, v in runs.items()}
         report["models"][name] = {
             "images_per_second": median, "all_rounds": runs, "dualsight_dtype": dtype,
-            "speedup_over_stock_pipeline": median["dualsight_predict"] / median["stock_pipeline"],
-            "fraction_of_forward_only": median["dualsight_predict"] / median["forward_only"],
-            "compiled_speedup_over_stock_pipeline": median["dualsight_predict_compiled"] / median["stock_pipeline"],
+            **{f"{variant}_speedup_over_stock_pipeline": median[variant] / median["stock_pipeline"]
+               for variant in VARIANTS},
+            **{f"{variant}_fraction_of_forward_only":
+               median[variant] / median[variant.replace("dualsight_predict", "forward_only")] for variant in VARIANTS},
         }
     small, large = args.memory_images
     memory = {}
@@ -185,7 +203,7 @@ def measure(args) -> None:
     out = Path(args.out or RESULTS / f"predict_throughput-{machine_slug(report['machine'])}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(json.dumps({name: {k: round(v, 3) for k, v in m.items() if k.startswith(("speedup", "fraction"))}
+    print(json.dumps({name: {k: round(v, 3) for k, v in m.items() if k.endswith(("stock_pipeline", "forward_only"))}
                       for name, m in report["models"].items()}, indent=2))
     print(f"peak memory {large} vs {small} images: x{report['peak_memory_mb']['ratio_large_to_small']:.2f}")
     print(f"written to {out}")
@@ -200,24 +218,39 @@ def code_version() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
 
 
+#: How the README names each measured variant: (mode, its end-to-end key, its forward-only key).
+TABLE_ROWS = (("`dualsight predict`", "dualsight_predict", "forward_only"),
+              ("`--compile`", "dualsight_predict_compiled", "forward_only_compiled"),
+              ("`--dtype int8` (opt-in)", "dualsight_predict_int8", "forward_only_int8"))
+
+
 def markdown_table(report: dict) -> str:
-    """One machine's benchmark result as Markdown, with the machine it ran on (columns a run did not measure: "-")."""
+    """One machine's benchmark result as Markdown, with the machine it ran on; one row per model and mode (modes a
+    run did not measure are left out, figures it did not measure are "-")."""
     settings = report["settings"]
     lines = [f"Measured by `benchmarks/predict_throughput.py` on {machine_line(report['machine'])}"
              + (f", code of commit {report['code']} ({report['date']})" if "code" in report else "") + ": "
              f"{settings['images']} JPEGs of 512x512, batch {settings['batch_size']}, median of "
              f"{settings['rounds']} interleaved rounds.\n",
-             "| model | stock pipeline (float32) | `dualsight predict` | forward only | speed-up | share of ceiling "
-             "| `--compile` | its speed-up | reading + preprocessing alone (1 thread) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | mode | end-to-end | speed-up over the stock pipeline | forward only | share of ceiling |",
+             "|---|---|---|---|---|---|"]
+
+    def rate(speed, key):
+        return f"{speed[key]:.1f} img/s" if key in speed else "-"
+
     for name, result in report["models"].items():
         speed = result["images_per_second"]
-        lines.append(f"| {name} ({result['dualsight_dtype']}) | {speed['stock_pipeline']:.1f} img/s | "
-                     f"{speed['dualsight_predict']:.1f} img/s | {speed['forward_only']:.1f} img/s | "
-                     f"x{result['speedup_over_stock_pipeline']:.2f} | {result['fraction_of_forward_only']:.0%} | "
-                     f"{speed['dualsight_predict_compiled']:.1f} img/s | "
-                     f"x{result['compiled_speedup_over_stock_pipeline']:.2f} | "
-                     + (f"{speed['input_pipeline_only']:.1f} img/s |" if "input_pipeline_only" in speed else "- |"))
+        lines.append(f"| {name} | stock pipeline (float32) | {rate(speed, 'stock_pipeline')} | x1.00 | - | - |")
+        for mode, end_to_end, forward in TABLE_ROWS:
+            if end_to_end not in speed:
+                continue
+            label = mode if end_to_end.endswith("int8") else f"{mode} ({result['dualsight_dtype']})"
+            share = f"{speed[end_to_end] / speed[forward]:.0%}" if forward in speed else "-"
+            lines.append(f"| {name} | {label} | {rate(speed, end_to_end)} | "
+                         f"x{speed[end_to_end] / speed['stock_pipeline']:.2f} | {rate(speed, forward)} | {share} |")
+        if "input_pipeline_only" in speed:
+            lines.append(f"| {name} | reading + preprocessing alone (1 thread, no model) | "
+                         f"{rate(speed, 'input_pipeline_only')} | - | - | - |")
     memory = report["peak_memory_mb"]
     sizes = [key for key in memory if key.isdigit()]
     lines.append("\nPeak memory of `dualsight predict` (default model): " + ", ".join(

@@ -5,7 +5,15 @@ with transformers' Auto classes and marks them for `save_pretrained` to write `a
 a saved folder loads with `trust_remote_code=True` where this package is not installed.
 """
 
+import logging
 from pathlib import Path
+
+# transformers imports torchao (the int8 extra) whenever it is installed, and torchao then logs that its CUDA kernels
+# do not load on a CPU build of torch, and torch that it now registers torchao's enums natively: harmless, and not
+# the user's concern. Quiet those two loggers, unless the user has set their level.
+for _name in ("torchao", "torch.utils._pytree"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.ERROR)
 
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .images import ImageLoadError
 from .loading import ModelLoadError
+from .quantization import QuantizationError
 from .predict import OUTPUT_FORMATS
 
 
@@ -27,8 +28,14 @@ def _add_predict(subparsers):
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     parser.add_argument("--top-k", type=int, default=3, help="object labels to report per image")
     parser.add_argument("--object-threshold", type=float, default=0.5, help="multi-label object presence threshold")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="inference precision; auto picks bfloat16 where the hardware runs it fast")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16", "int8"), default="auto",
+                        help="inference precision; auto picks bfloat16 where the hardware runs it fast and the model "
+                             "allows it; int8 (CPU, needs --calibration and the int8 extra) is opt-in: check its "
+                             "answers on your data first (README)")
+    parser.add_argument("--calibration", nargs="+", default=None, metavar="PATH",
+                        help="with --dtype int8: images or folders representative of the inputs, which set the "
+                             "int8 activation ranges")
+    parser.add_argument("--calibration-size", type=int, default=64, help="calibration images used (default 64)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--num-workers", type=int, default=None, help="image reading processes (default: 0 on "
                                                                       "<= 2 cores, else 2)")
@@ -113,7 +120,8 @@ def _run_predict(args) -> int:
     predictor = Predictor(args.model, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                           top_k=args.top_k, object_threshold=args.object_threshold,
                           allow_pickle=args.allow_pickle, num_workers=args.num_workers, compile=args.compile,
-                          uncertain_band=args.uncertain_band)
+                          uncertain_band=args.uncertain_band, calibration=args.calibration,
+                          calibration_size=args.calibration_size)
     skip = frozenset(r.path for r in previous)
     progress = rank == 0 and (output is not None or not sys.stdout.isatty())
 
@@ -361,6 +369,33 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def _add_check_precision(subparsers):
+    parser = subparsers.add_parser("check-precision", help="does bfloat16, float16 or int8 change the model's "
+                                                           "answers on your labelled images? (JSON)")
+    _add_evaluation_data(parser)
+    parser.add_argument("--split", default="validation", choices=("train", "validation", "test", "all"))
+    parser.add_argument("--dtype", choices=("bfloat16", "float16", "int8"), default="bfloat16",
+                        help="the reduced precision to compare with float32")
+    parser.add_argument("--calibration", nargs="+", default=None, metavar="PATH",
+                        help="with --dtype int8: images or folders (not from --split) that set the activation ranges")
+    parser.set_defaults(func=_run_check_precision)
+
+
+def _run_check_precision(args) -> int:
+    from . import DEFAULT_MODEL_DIR
+    from .configuration import DualSightConfig
+    from .precision import MAX_AUROC_DIFFERENCE, MIN_DECISION_AGREEMENT, compare_precisions, reduced_precision_is_safe
+
+    model = args.model or str(DEFAULT_MODEL_DIR)
+    examples = _evaluation_data(args, args.split).load(DualSightConfig.from_pretrained(model))
+    comparison = compare_precisions(model, examples, args.dtype, args.batch_size, calibration=args.calibration)
+    comparison["unchanged_answers"] = reduced_precision_is_safe(comparison)
+    comparison["criteria"] = {"min_decision_agreement": MIN_DECISION_AGREEMENT,
+                              "max_auroc_difference": MAX_AUROC_DIFFERENCE}
+    print(json.dumps(comparison, indent=2))
+    return 0
+
+
 def _add_calibrate(subparsers):
     parser = subparsers.add_parser("calibrate", help="fit temperature scaling (and a threshold, an uncertain "
                                                      "band) on a validation split and store them in the model")
@@ -421,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(subparsers)
     _add_evaluate(subparsers)
     _add_calibrate(subparsers)
+    _add_check_precision(subparsers)
     _add_demo(subparsers)
     return parser
 
@@ -435,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv
     try:
         return args.func(args)
-    except (ImageLoadError, ModelLoadError, FileNotFoundError) as error:
+    except (ImageLoadError, ModelLoadError, QuantizationError, FileNotFoundError) as error:
         # a bad model path or input the user can fix: one line, no traceback
         print(f"dualsight: error: {error}", file=sys.stderr)
         return 2

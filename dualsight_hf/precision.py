@@ -8,9 +8,18 @@ MIN_DECISION_AGREEMENT = 0.995
 MAX_AUROC_DIFFERENCE = 0.002
 
 
-def compare_precisions(model_dir, examples, reduced: str = "bfloat16", batch_size: int = 32) -> dict:
+def compare_precisions(model_dir, examples, reduced: str = "bfloat16", batch_size: int = 32,
+                       calibration: list | None = None) -> dict:
     """
     Score `examples` in float32 and in `reduced` precision and compare the authenticity answers.
+
+    Args:
+        model_dir (`str`): the model folder.
+        examples (`datasets.Dataset`): labelled images (`image`, `label`), e.g. a validation split.
+        reduced (`str`, *optional*, defaults to `"bfloat16"`): `"bfloat16"`, `"float16"` or `"int8"`.
+        batch_size (`int`, *optional*, defaults to 32)
+        calibration (`list`, *optional*): for `"int8"`: calibration images or folders (see [`Predictor`]); they
+            should not overlap `examples`.
 
     Returns:
         `dict`: `agreement` (share of equal decisions at the model's threshold), `auroc_float32`,
@@ -23,7 +32,8 @@ def compare_precisions(model_dir, examples, reduced: str = "bfloat16", batch_siz
     labels = np.asarray(examples.with_format(None)["label"])
     scores = {}
     for dtype in ("float32", reduced):
-        predictor = Predictor(str(model_dir), batch_size=batch_size, dtype=dtype, num_workers=0)
+        predictor = Predictor(str(model_dir), batch_size=batch_size, dtype=dtype, num_workers=0,
+                              calibration=calibration if dtype == "int8" else None)
         logits = collect_logits(predictor, examples, description=dtype)
         scores[dtype] = softmax(logits / predictor.model.config.temperature)[:, 1]
         threshold = predictor.model.config.decision_threshold or 0.5

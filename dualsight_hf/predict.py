@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ from .images import ImageLoadError, iter_image_files, load_image
 from .loading import load_model
 from .pipeline import authenticity_decision, authenticity_predictions, object_predictions
 from .processing import PixelNormalization, load_image_processor
+from .quantization import Int8Model, QuantizationError
 
 OUTPUT_FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -59,7 +61,7 @@ class PredictionResult:
 
 def resolve_dtype(dtype: str, device: torch.device, model_preference: str | None = None) -> torch.dtype:
     """`"auto"`: the model's `inference_dtype` when it sets one, else bfloat16 on CPUs with AVX512-BF16 or AMX and on
-    GPUs that support it, else float32."""
+    GPUs that support it, else float32. `"auto"` never picks int8, which needs calibration images."""
     if dtype == "auto" and model_preference:
         dtype = model_preference
     if dtype != "auto":
@@ -170,8 +172,9 @@ class Predictor:
     Args:
         model (`str`, *optional*): model folder or Hub id; the shipped default model when `None`.
         batch_size (`int`, *optional*, defaults to 16): images per forward pass.
-        dtype (`str`, *optional*, defaults to `"auto"`): `"auto"` (see `resolve_dtype`), `"float32"`, `"bfloat16"`
-            or `"float16"`.
+        dtype (`str`, *optional*, defaults to `"auto"`): `"auto"` (see `resolve_dtype`), `"float32"`, `"bfloat16"`,
+            `"float16"`, or `"int8"` (static int8 quantization on the CPU, calibrated on `calibration`; see
+            `quantization.Int8Model`).
         device (`str`, *optional*): torch device; `cuda` when available, else `cpu`.
         top_k (`int`, *optional*, defaults to 3): object labels per image.
         object_threshold (`float`, *optional*, defaults to 0.5): presence threshold of a multi-label object head.
@@ -183,6 +186,9 @@ class Predictor:
             (a start of tens of seconds, a faster steady state).
         uncertain_band (`float`, *optional*): overrides the model's `uncertain_band`: results whose calibrated
             class-1 probability is this close to the decision threshold get the label `"uncertain"`.
+        calibration (`list`, *optional*): with `dtype="int8"`: representative images (`PIL.Image.Image`) or files
+            and folders of them, of which the first `calibration_size` set the activation ranges.
+        calibration_size (`int`, *optional*, defaults to 64): calibration images used.
 
     Example:
 
@@ -197,27 +203,55 @@ class Predictor:
 
     def __init__(self, model: str | None = None, batch_size: int = 16, dtype: str = "auto", device: str | None = None,
                  top_k: int = 3, object_threshold: float = 0.5, allow_pickle: bool = False,
-                 num_workers: int | None = None, compile: bool = False, uncertain_band: float | None = None):
+                 num_workers: int | None = None, compile: bool = False, uncertain_band: float | None = None,
+                 calibration: list | None = None, calibration_size: int = 64):
         from . import DEFAULT_MODEL_DIR
 
         model = str(model or DEFAULT_MODEL_DIR)
         # one GPU per process under accelerate launch / torchrun (LOCAL_RANK), else the first
         self.device = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
                                               if torch.cuda.is_available() else "cpu"))
+        if dtype == "int8" and (self.device.type != "cpu" or not calibration):
+            raise QuantizationError("--dtype int8 runs on the CPU and needs calibration images (--calibration "
+                                    "FOLDER): static quantization measures activation ranges on representative inputs"
+                                    if self.device.type == "cpu" else f"--dtype int8 runs on the CPU, not {device}")
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
         self.dtype = resolve_dtype(dtype, self.device, getattr(self.model.config, "inference_dtype", None))
         self.model = self.model.to(memory_format=torch.channels_last)
-        # freezing folds the weights into the compiled graph as constants (BatchNorm into convolutions, weights
-        # pre-packed for oneDNN): safe here since the model only runs in inference mode, and on CPUs it is faster
-        self.compiled = torch.compile(self.model, options={"freezing": True}) if compile else self.model
         self.image_processor = load_image_processor(model)
         # rescale and normalise once per batch on the device, not per image in numpy
         self.normalization, self._deferred_steps = PixelNormalization.split(self.image_processor)
         self.batch_size = batch_size
+        if self.dtype == torch.int8:
+            self.compiled = Int8Model.calibrate(self.model, self._calibration_batches(calibration, calibration_size))
+        else:
+            # freezing folds the weights into the compiled graph as constants (BatchNorm into convolutions, weights
+            # pre-packed for oneDNN): safe here since the model only runs in inference mode, and on CPUs it is faster
+            self.compiled = torch.compile(self.model, options={"freezing": True}) if compile else self.model
         self.top_k = top_k
         self.object_threshold = object_threshold
         self.uncertain_band = uncertain_band
         self.num_workers = num_workers if num_workers is not None else (0 if (os.cpu_count() or 1) <= 2 else 2)
+
+    def _calibration_batches(self, calibration: list, size: int):
+        """Normalised model inputs of the first `size` readable calibration images, in batches of `batch_size`."""
+        images = [item for item in calibration if isinstance(item, Image.Image)]
+        paths = [item for item in calibration if not isinstance(item, Image.Image)]
+        for entry in iter_image_files(paths):
+            if len(images) >= size:
+                break
+            if not isinstance(entry, ImageLoadError):
+                images.append(load_image(entry))
+        images = images[:size]
+        if not images:
+            raise QuantizationError(f"no readable calibration images in {', '.join(map(str, paths)) or 'the list'}")
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start:start + self.batch_size]
+            batch += batch[:1] * (self.batch_size - len(batch))  # one batch size: the quantized model compiles once
+            inputs = self.preprocess(batch)
+            if inputs["pixel_values"].dtype == torch.uint8:
+                inputs["pixel_values"] = self.normalization(inputs["pixel_values"])
+            yield inputs
 
     def preprocess(self, images: list) -> dict[str, torch.Tensor]:
         """
@@ -236,7 +270,7 @@ class Predictor:
         if inputs["pixel_values"].dtype == torch.uint8:
             inputs["pixel_values"] = self.normalization(inputs["pixel_values"])
         inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32
+        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype in (torch.bfloat16, torch.float16)
                     else nullcontext())
         with autocast:
             outputs = self.compiled(**inputs)

@@ -16,10 +16,7 @@ def benchmark():
 
 def report(cpu: str, amx: bool, speeds: dict, code: str | None = "abc1234") -> dict:
     machine = {"cpu": cpu, "cores": 2, "amx": amx, "avx512_bf16": True, "gpu": None, "torch": "2.13.0+cpu"}
-    model = {"images_per_second": speeds, "dualsight_dtype": "bfloat16",
-             "speedup_over_stock_pipeline": speeds["dualsight_predict"] / speeds["stock_pipeline"],
-             "fraction_of_forward_only": speeds["dualsight_predict"] / speeds["forward_only"],
-             "compiled_speedup_over_stock_pipeline": speeds["dualsight_predict_compiled"] / speeds["stock_pipeline"]}
+    model = {"images_per_second": speeds, "dualsight_dtype": "bfloat16"}
     result = {"machine": machine, "settings": {"images": 8, "batch_size": 4, "rounds": 1},
               "models": {"resnet50": model}, "peak_memory_mb": {"100": 1000.0, "10000": 1100.0,
                                                                 "ratio_large_to_small": 1.1}}
@@ -35,9 +32,11 @@ def test_machine_slug_names_a_file():
 
 def test_tables_only_writes_one_table_per_machine_file(benchmark, tmp_path, monkeypatch):
     speeds = {"stock_pipeline": 10.0, "dualsight_predict": 30.0, "forward_only": 40.0,
-              "dualsight_predict_compiled": 45.0, "input_pipeline_only": 200.0}
-    older = dict(speeds)
-    del older["input_pipeline_only"]  # a results file from before that column existed
+              "dualsight_predict_compiled": 45.0, "forward_only_compiled": 50.0, "dualsight_predict_int8": 60.0,
+              "forward_only_int8": 80.0, "input_pipeline_only": 200.0}
+    # a results file from before the int8 mode and the compiled and reading-alone figures existed
+    older = {key: speeds[key] for key in ("stock_pipeline", "dualsight_predict", "forward_only",
+                                          "dualsight_predict_compiled")}
     results = tmp_path / "results"
     results.mkdir()
     (results / "predict_throughput-a.json").write_text(json.dumps(report("Chip A", True, speeds)))
@@ -52,9 +51,14 @@ def test_tables_only_writes_one_table_per_machine_file(benchmark, tmp_path, monk
     block = text.split("<!-- benchmark-results:start -->")[1]
     assert block.index("2 cores of Chip A (AMX, AVX512-BF16)") < block.index("2 cores of Chip B (AVX512-BF16)")
     assert "code of commit abc1234 (2026-12-02)" in block
-    rows = [line for line in block.splitlines() if line.startswith("| resnet50")]
-    assert rows[0].split(" | ")[1:6] == ["10.0 img/s", "30.0 img/s", "40.0 img/s", "x3.00", "75%"]
-    assert rows[0].rstrip(" |").endswith("200.0 img/s") and rows[1].endswith("| - |")
+    tables = block.split("Measured by")[1:]
+    rows = [[line.split(" | ")[1:] for line in table.splitlines() if line.startswith("| resnet50")] for table in tables]
+    assert rows[0] == [["stock pipeline (float32)", "10.0 img/s", "x1.00", "-", "- |"],
+                       ["`dualsight predict` (bfloat16)", "30.0 img/s", "x3.00", "40.0 img/s", "75% |"],
+                       ["`--compile` (bfloat16)", "45.0 img/s", "x4.50", "50.0 img/s", "90% |"],
+                       ["`--dtype int8` (opt-in)", "60.0 img/s", "x6.00", "80.0 img/s", "75% |"],
+                       ["reading + preprocessing alone (1 thread, no model)", "200.0 img/s", "-", "-", "- |"]]
+    assert rows[1][2] == ["`--compile` (bfloat16)", "45.0 img/s", "x4.50", "-", "- |"] and len(rows[1]) == 3
 
 
 def test_results_name_the_code_they_measured(benchmark):

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Does `--dtype int8` change the shipped default model's answers? Measured on ../shared, not assumed.
+
+The default model is quantized as `dualsight predict --dtype int8` does it (static int8, depthwise convolutions kept
+in float32), calibrated on 64 images of the training split, then compared with float32 on the validation and test
+splits (`precision.compare_precisions`): the share of decisions that stay the same and the AUROC of both. The result
+goes to `results/int8_agreement.json` (with the machine) and, with `--readme`, into the README's `int8-agreement`
+block.
+
+    python benchmarks/int8_agreement.py --readme README.md     # about 5 minutes on 2 CPU cores
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
+from dualsight_hf.data import encode_labels, image_source, load_examples, split_examples
+from dualsight_hf.hub import write_marked_block
+from dualsight_hf.images import load_image
+from dualsight_hf.machine import describe_machine, machine_line
+from dualsight_hf.precision import MAX_AUROC_DIFFERENCE, MIN_DECISION_AGREEMENT, compare_precisions, \
+    reduced_precision_is_safe
+
+RESULTS = Path(__file__).with_name("results") / "int8_agreement.json"
+MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-vs-ai" / "manifest.csv"
+CALIBRATION_IMAGES = 64
+
+
+def default_model_splits(manifest: Path = MANIFEST) -> dict:
+    """The train / validation / test splits of the shared data, as the default model's recipe makes them."""
+    table = encode_labels(load_examples(str(manifest)), DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
+    return split_examples(table, 0.15, 0.15, 42, "source")
+
+
+def calibration_images(train, count: int = CALIBRATION_IMAGES) -> list:
+    """`count` training images, drawn with a fixed seed: the same calibration set on every run."""
+    rows = train.shuffle(seed=0).select(range(count)).with_format(None)
+    return [load_image(image_source(source)) for source in rows["image"]]
+
+
+def measure(manifest: Path = MANIFEST, splits_to_compare=("validation", "test")) -> dict:
+    splits = default_model_splits(manifest)
+    calibration = calibration_images(splits["train"])
+    report = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
+              "calibration_images": len(calibration), "splits": {}}
+    for name in splits_to_compare:
+        comparison = compare_precisions(DEFAULT_MODEL_DIR, splits[name], reduced="int8", calibration=calibration)
+        report["splits"][name] = {**comparison, "unchanged_answers": reduced_precision_is_safe(comparison)}
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Measured by `benchmarks/int8_agreement.py` on {machine_line(report['machine'])} ({report['date']}): "
+             f"the default model in int8 (calibrated on {report['calibration_images']} training images) against "
+             "float32.\n",
+             "| split | images | decisions unchanged | AUROC float32 | AUROC int8 | largest probability change | "
+             f"within {MIN_DECISION_AGREEMENT:.1%} / {MAX_AUROC_DIFFERENCE} |",
+             "|---|---|---|---|---|---|---|"]
+    for name, result in report["splits"].items():
+        lines.append(f"| {name} | {result['count']} | {result['agreement']:.1%} | {result['auroc_float32']:.4f} | "
+                     f"{result['auroc_int8']:.4f} | {result['max_probability_difference']:.3f} | "
+                     f"{'yes' if result['unchanged_answers'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--readme", default=None, help="also write the table into this README's int8-agreement block")
+    args = parser.parse_args()
+    report = measure(args.manifest)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(markdown(report))
+    if args.readme:
+        write_marked_block(args.readme, "int8-agreement", markdown(report))
+
+
+if __name__ == "__main__":
+    main()

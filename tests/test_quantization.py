@@ -1,0 +1,103 @@
+"""Static int8 quantization: calibrated from images, one compiled batch size, measured against float32."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, load_benchmark, random_image, save_tiny_model, shared_path
+from dualsight_hf.predict import Predictor
+from dualsight_hf.quantization import Int8Model, QuantizationError
+
+pytest.importorskip("torchao", reason="int8 quantization needs the int8 extra (torchao)")
+
+
+@pytest.fixture(scope="module")
+def calibration_images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibration")
+    for i in range(6):
+        random_image(40, 36, seed=100 + i).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_predictor(tiny_model_dir, calibration_images):
+    return Predictor(str(tiny_model_dir), batch_size=4, dtype="int8", calibration=[calibration_images],
+                     num_workers=0)
+
+
+def test_rows_do_not_depend_on_the_batch_they_are_in(int8_predictor):
+    """Batches smaller than the compiled size are padded and larger ones split: each row's logits are the same
+    whether it is scored alone, in a short batch or in a long one."""
+    inputs = {"pixel_values": torch.randn(9, 3, 32, 32)}
+    together = int8_predictor.compiled(**inputs)
+    alone = int8_predictor.compiled(pixel_values=inputs["pixel_values"][2:3])
+    assert together.logits.shape == (9, 2) and together.object_logits.shape[0] == 9
+    torch.testing.assert_close(alone.logits[0], together.logits[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone.object_logits[0], together.object_logits[2], atol=1e-5, rtol=0)
+
+
+def test_int8_predictions_follow_float32(int8_predictor, tiny_model_dir, tmp_path):
+    """End to end through `predict_paths`: the same inputs, order and errors as float32, scores close to them."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i in range(7):
+        random_image(50, 40, seed=i).save(folder / f"{i}.png")
+    (folder / "3-broken.jpg").write_bytes(b"GIF89a")
+    reference = Predictor(str(tiny_model_dir), batch_size=4, dtype="float32", num_workers=0).predict_paths([folder])
+    ours = int8_predictor.predict_paths([folder])
+    assert [(r.path, r.error is None) for r in ours] == [(r.path, r.error is None) for r in reference]
+    scores = [(a.score, b.score) for a, b in zip(ours, reference) if b.score is not None]
+    assert len(scores) == 7 and max(abs(a - b) for a, b in scores) < 0.05
+
+
+def test_int8_needs_calibration_images(tiny_model_dir, tmp_path):
+    with pytest.raises(QuantizationError, match="needs calibration images"):
+        Predictor(str(tiny_model_dir), dtype="int8")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QuantizationError, match="no readable calibration images"):
+        Predictor(str(tiny_model_dir), dtype="int8", calibration=[tmp_path / "empty"])
+    with pytest.raises(QuantizationError, match="at least one batch"):
+        Int8Model.calibrate(Predictor(str(tiny_model_dir)).model, [])
+
+
+def test_cli_int8_without_calibration_is_one_line(tiny_model_dir, calibration_images):
+    result = subprocess.run([sys.executable, "-m", "dualsight_hf.cli", "predict", str(calibration_images),
+                             "--model", str(tiny_model_dir), "--dtype", "int8"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("dualsight: error: --dtype int8") and "--calibration" in result.stderr
+
+
+def test_missing_torchao_is_named(tiny_model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantize_pt2e", None)
+    batch = {"pixel_values": torch.zeros(1, 3, 32, 32)}
+    with pytest.raises(QuantizationError, match=r"pip install 'dualsight-hf\[int8\]'"):
+        Int8Model.calibrate(Predictor(str(tiny_model_dir)).model, [batch])
+
+
+def test_artifact_stream_models_quantize(tmp_path, calibration_images):
+    """A model with the artifact stream takes both inputs through the quantized graph."""
+    model_dir = save_tiny_model(tmp_path / "artifact", artifact_stream={"crop_size": 16, "crops_per_side": 2})
+    ours = Predictor(str(model_dir), batch_size=4, dtype="int8", calibration=[calibration_images])
+    assert ours.compiled.input_names == ("pixel_values", "artifact_values")
+    results = ours.predict_paths([calibration_images])
+    assert len(results) == 6 and all(r.error is None and r.label for r in results)
+
+
+def test_the_readme_reports_what_int8_does_to_the_default_model():
+    """Re-measure int8 against float32 on the shared validation images as `benchmarks/int8_agreement.py` does
+    (64 training images calibrate it) and check the recorded results, which the README's table is made from."""
+    benchmark = load_benchmark("int8_agreement")
+    manifest = shared_path("data", "real-vs-ai", "manifest.csv")
+    measured = benchmark.measure(manifest, splits_to_compare=("validation",))["splits"]["validation"]
+    recorded = json.loads(benchmark.RESULTS.read_text())
+    # the int8 kernels differ a little between CPUs (VNNI, AMX): a few decisions of 518 may move
+    assert measured["agreement"] == pytest.approx(recorded["splits"]["validation"]["agreement"], abs=0.01)
+    assert measured["auroc_int8"] == pytest.approx(recorded["splits"]["validation"]["auroc_int8"], abs=0.003)
+    assert measured["agreement"] > 0.9, measured  # int8 follows float32 (a broken calibration falls far below)
+    assert benchmark.markdown(recorded) in (REPO / "README.md").read_text()
