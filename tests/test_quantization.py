@@ -101,3 +101,31 @@ def test_the_readme_reports_what_int8_does_to_the_default_model():
     assert measured["auroc_int8"] == pytest.approx(recorded["splits"]["validation"]["auroc_int8"], abs=0.003)
     assert measured["agreement"] > 0.9, measured  # int8 follows float32 (a broken calibration falls far below)
     assert benchmark.markdown(recorded) in (REPO / "README.md").read_text()
+
+
+def test_check_precision_command_reports_int8_agreement(tiny_model_dir, calibration_images, tmp_path, capsys):
+    """`dualsight check-precision --dtype int8` on a labelled manifest: the share of decisions that int8 leaves as
+    float32 made them, recomputed here from the two predictors' own scores."""
+    from dualsight_hf.cli import main
+
+    rows = ["path,label,source"]
+    for i in range(10):
+        random_image(44, 40, seed=200 + i).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{'fake' if i % 2 else 'real'},a")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    assert main(["check-precision", "--model", str(tiny_model_dir), "--data", str(tmp_path / "manifest.csv"),
+                 "--split", "all", "--dtype", "int8", "--calibration", str(calibration_images),
+                 "--batch-size", "4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 10 and report["criteria"]["min_decision_agreement"] == 0.995
+
+    files = [tmp_path / f"{i}.png" for i in range(10)]
+    decisions = {}
+    for dtype in ("float32", "int8"):
+        predictor = Predictor(str(tiny_model_dir), batch_size=4, dtype=dtype, calibration=[calibration_images])
+        second = predictor.model.config.id2label[1]
+        decisions[dtype] = [next(a["score"] for a in r.authenticity if a["label"] == second) >= 0.5
+                            for r in predictor.predict_paths(files)]
+    same = sum(a == b for a, b in zip(decisions["float32"], decisions["int8"])) / 10
+    assert report["agreement"] == pytest.approx(same)
+    assert report["unchanged_answers"] == (same >= 0.995 and report["auroc_difference"] <= 0.002)
