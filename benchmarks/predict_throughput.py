@@ -130,13 +130,17 @@ def time_forward_only(predictor: Predictor, count: int) -> float:
 
 
 def peak_memory_mb(model_dir: Path, images: Path, batch_size: int, scratch: Path) -> float:
-    """Peak RSS of a fresh `dualsight predict` process over `images`."""
-    code = ("import resource, sys; from dualsight_hf.cli import main; rc = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    """
+    Peak resident memory of a fresh `dualsight predict` process over `images`: the child's own high-water mark
+    (`VmHWM`, which starts afresh at `exec`), not `getrusage`'s `ru_maxrss`, which a child inherits from the forked
+    parent, so that a large benchmark process would hide the child's figure behind its own.
+    """
+    code = ("import sys; from dualsight_hf.cli import main; rc = main(sys.argv[1:]); "
+            "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')))")
     result = subprocess.run([sys.executable, "-c", code, "predict", str(images), "--model", str(model_dir),
                              "--batch-size", str(batch_size), "--output", str(scratch / "memory.jsonl")],
                             capture_output=True, text=True, check=True)
-    return int(result.stdout.strip().splitlines()[-1]) / 1024  # Linux reports kilobytes
+    return int(result.stdout.strip().splitlines()[-1]) / 1024  # kilobytes
 
 
 def main() -> None:
@@ -198,7 +202,7 @@ def measure(args) -> None:
         memory[count] = peak_memory_mb(models["default"], folder, args.batch_size, work)
         print(f"peak memory, default model, {count} images: {memory[count]:.0f} MB", flush=True)
     report["peak_memory_mb"] = {"model": "default", **{str(k): v for k, v in memory.items()},
-                                "ratio_large_to_small": memory[large] / memory[small]}
+                                "ratio_large_to_small": memory[large] / memory[small], "method": "VmHWM"}
 
     out = Path(args.out or RESULTS / f"predict_throughput-{machine_slug(report['machine'])}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +257,11 @@ def markdown_table(report: dict) -> str:
                          f"{rate(speed, 'input_pipeline_only')} | - | - | - |")
     memory = report["peak_memory_mb"]
     sizes = [key for key in memory if key.isdigit()]
-    lines.append("\nPeak memory of `dualsight predict` (default model): " + ", ".join(
+    if "method" not in memory:  # runs before the VmHWM fix read the benchmark process's own peak through the child
+        lines.append("\nPeak memory: not measured correctly in this run (it read `ru_maxrss`, which the child "
+                     "process inherits from the benchmark process), and not re-measured on this machine.\n")
+        return "\n".join(lines)
+    lines.append("\nPeak memory of `dualsight predict` (default model, its own process): " + ", ".join(
         f"{memory[key]:.0f} MB for {int(key):,d} images" for key in sizes) +
         f" (x{memory['ratio_large_to_small']:.2f}).\n")
     return "\n".join(lines)

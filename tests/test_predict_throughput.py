@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, load_benchmark
+from conftest import REPO, load_benchmark, random_image, save_tiny_model
 from dualsight_hf.machine import describe_machine, machine_slug
 
 
@@ -19,7 +19,7 @@ def report(cpu: str, amx: bool, speeds: dict, code: str | None = "abc1234") -> d
     model = {"images_per_second": speeds, "dualsight_dtype": "bfloat16"}
     result = {"machine": machine, "settings": {"images": 8, "batch_size": 4, "rounds": 1},
               "models": {"resnet50": model}, "peak_memory_mb": {"100": 1000.0, "10000": 1100.0,
-                                                                "ratio_large_to_small": 1.1}}
+                                                                "ratio_large_to_small": 1.1, "method": "VmHWM"}}
     return {**result, "code": code, "date": "2026-12-02"} if code else result
 
 
@@ -40,7 +40,9 @@ def test_tables_only_writes_one_table_per_machine_file(benchmark, tmp_path, monk
     results = tmp_path / "results"
     results.mkdir()
     (results / "predict_throughput-a.json").write_text(json.dumps(report("Chip A", True, speeds)))
-    (results / "predict_throughput-b.json").write_text(json.dumps(report("Chip B", False, older, code=None)))
+    before_the_memory_fix = report("Chip B", False, older, code=None)
+    del before_the_memory_fix["peak_memory_mb"]["method"]
+    (results / "predict_throughput-b.json").write_text(json.dumps(before_the_memory_fix))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- benchmark-results:start -->\nold\n<!-- benchmark-results:end -->\nafter\n")
     monkeypatch.setattr(benchmark, "RESULTS", results)
@@ -59,6 +61,21 @@ def test_tables_only_writes_one_table_per_machine_file(benchmark, tmp_path, monk
                        ["`--dtype int8` (opt-in)", "60.0 img/s", "x6.00", "80.0 img/s", "75% |"],
                        ["reading + preprocessing alone (1 thread, no model)", "200.0 img/s", "-", "-", "- |"]]
     assert rows[1][2] == ["`--compile` (bfloat16)", "45.0 img/s", "x4.50", "-", "- |"] and len(rows[1]) == 3
+    assert "1000 MB for 100 images, 1100 MB for 10,000 images (x1.10)" in tables[0]
+    assert "not measured correctly in this run" in tables[1] and "1100 MB" not in tables[1]
+
+
+def test_peak_memory_is_the_child_process_own(benchmark, tmp_path):
+    """A large benchmark process must not show through as the child's peak (ru_maxrss survives fork and exec)."""
+    ballast = bytearray(600 * 2**20)  # the parent holds 600 MB more than a child needs
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched, so resident
+    model = save_tiny_model(tmp_path / "model")
+    images = tmp_path / "images"
+    images.mkdir()
+    random_image().save(images / "a.png")
+    peak = benchmark.peak_memory_mb(model, images, 2, tmp_path)
+    assert 50 < peak < 600, peak
+    del ballast
 
 
 def test_results_name_the_code_they_measured(benchmark):
