@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup setup-all browser predict test demo default-model pseudo-labels benchmark generalisation clean
+.PHONY: setup setup-all browser predict test demo default-model pseudo-labels benchmark int8-agreement generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/dualsight: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $(BIN)/dualsight
 
-## The test and demo extras (pytest, hypothesis, onnxruntime, playwright, gradio) on top of the core package.
+## The test and demo extras (pytest, hypothesis, onnxruntime, torchao, playwright, gradio) on top of the core package.
 $(VENV)/.extras-installed: $(BIN)/dualsight
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo]"
 	touch $@
@@ -38,8 +38,12 @@ demo: setup-all
 	GRADIO_ANALYTICS_ENABLED=False $(BIN)/python app.py
 
 ## Throughput and memory against the stock pipeline (results in benchmarks/results/).
-benchmark: setup
+benchmark: setup-all
 	$(BIN)/python benchmarks/predict_throughput.py --readme README.md
+
+## Does --dtype int8 change the default model's answers? (../shared; the table goes into README.md)
+int8-agreement: setup-all
+	$(BIN)/python benchmarks/int8_agreement.py --readme README.md
 
 ## Leave-one-source-out table: semantic backbone / artifact stream / both, each generator family held out in turn
 ## (runs kept in outputs/leave-one-source-out; the table goes into README.md).

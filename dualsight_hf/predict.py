@@ -211,10 +211,11 @@ class Predictor:
         # one GPU per process under accelerate launch / torchrun (LOCAL_RANK), else the first
         self.device = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
                                               if torch.cuda.is_available() else "cpu"))
-        if dtype == "int8" and (self.device.type != "cpu" or not calibration):
-            raise QuantizationError("--dtype int8 runs on the CPU and needs calibration images (--calibration "
-                                    "FOLDER): static quantization measures activation ranges on representative inputs"
-                                    if self.device.type == "cpu" else f"--dtype int8 runs on the CPU, not {device}")
+        if dtype == "int8" and self.device.type != "cpu":
+            raise QuantizationError(f"--dtype int8 runs on the CPU (oneDNN's x86 int8 kernels), not on {self.device}")
+        if dtype == "int8" and not calibration:
+            raise QuantizationError("--dtype int8 needs calibration images (--calibration FOLDER): static "
+                                    "quantization measures activation ranges on representative inputs")
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
         self.dtype = resolve_dtype(dtype, self.device, getattr(self.model.config, "inference_dtype", None))
         self.model = self.model.to(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ It changes the arithmetic, so it is opt-in (`dualsight predict --dtype int8 --ca
 the answers is measured, like bfloat16's, with `precision.compare_precisions(..., reduced="int8")`.
 """
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -66,8 +67,8 @@ class Int8Model:
     >>> config = DualSightConfig(backbone_config=MobileNetV2Config(image_size=64), num_object_labels=3)
     >>> model = DualSightForImageClassification(config).eval()
     >>> images = [{"pixel_values": torch.randn(4, 3, 64, 64)} for _ in range(2)]
-    >>> quantized = Int8Model.calibrate(model, images)  # doctest: +SKIP
-    >>> quantized(pixel_values=torch.randn(3, 3, 64, 64)).logits.shape  # doctest: +SKIP
+    >>> quantized = Int8Model.calibrate(model, images)
+    >>> quantized(pixel_values=torch.randn(3, 3, 64, 64)).logits.shape
     torch.Size([3, 2])
     ```
     """
@@ -99,7 +100,8 @@ class Int8Model:
         if first is None:
             raise QuantizationError("int8 needs at least one batch of calibration images")
         names = tuple(name for name in ("pixel_values", "artifact_values") if name in first)
-        exported = torch.export.export(_Logits(model.eval()), tuple(first[name].contiguous() for name in names)).module()
+        example = tuple(first[name].contiguous() for name in names)
+        exported = torch.export.export(_Logits(model.eval()), example).module()
         quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
         for name in depthwise_convolutions(model):
             quantizer.set_module_name_qconfig(f"model.{name}", None)
@@ -120,8 +122,10 @@ class Int8Model:
                 batch = [torch.cat([values, values.new_zeros((self.batch_size - size, *values.shape[1:]))])
                          for values in batch]
             # freezing turns the quantized weights into constants, which lets inductor pre-pack them for oneDNN's
-            # int8 kernels (it has to be set in inductor's config while the graph compiles, on the first call)
-            with torch._inductor.config.patch(freezing=True):
+            # int8 kernels (it has to be set in inductor's config while the graph compiles, on the first call);
+            # inductor's int8 lowering warns about its own tensor copy while it compiles, nothing a user can act on
+            with torch._inductor.config.patch(freezing=True), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)
                 outputs.append([logits[:size] for logits in self.module(*batch)])
         logits = [torch.cat(parts) for parts in zip(*outputs)]
         return DualSightImageClassifierOutput(logits=logits[0], object_logits=logits[1] if len(logits) > 1 else None)

@@ -60,6 +60,8 @@ def test_int8_needs_calibration_images(tiny_model_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(QuantizationError, match="no readable calibration images"):
         Predictor(str(tiny_model_dir), dtype="int8", calibration=[tmp_path / "empty"])
+    with pytest.raises(QuantizationError, match="runs on the CPU"):
+        Predictor(str(tiny_model_dir), dtype="int8", device="cuda", calibration=[tmp_path])
     with pytest.raises(QuantizationError, match="at least one batch"):
         Int8Model.calibrate(Predictor(str(tiny_model_dir)).model, [])
 
