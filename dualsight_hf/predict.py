@@ -183,7 +183,7 @@ class Predictor:
             on machines with 2 cores or fewer (where workers compete with the model; each batch is then read by one
             thread per core between forward passes), else 2.
         compile (`bool`, *optional*, defaults to `False`): `torch.compile` the model with inductor's weight freezing
-            (a start of tens of seconds, a faster steady state).
+            (a start of tens of seconds, a faster steady state); int8 models are always compiled.
         uncertain_band (`float`, *optional*): overrides the model's `uncertain_band`: results whose calibrated
             class-1 probability is this close to the decision threshold get the label `"uncertain"`.
         calibration (`list`, *optional*): with `dtype="int8"`: representative images (`PIL.Image.Image`) or files
@@ -241,8 +241,12 @@ class Predictor:
         for entry in iter_image_files(paths):
             if len(images) >= size:
                 break
-            if not isinstance(entry, ImageLoadError):
+            if isinstance(entry, ImageLoadError):
+                continue
+            try:
                 images.append(load_image(entry))
+            except ImageLoadError:  # a broken file among the calibration images is skipped, like an unreadable one
+                continue
         images = images[:size]
         if not images:
             raise QuantizationError(f"no readable calibration images in {', '.join(map(str, paths)) or 'the list'}")

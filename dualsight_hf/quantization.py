@@ -3,8 +3,8 @@
 Post-training quantization with PyTorch's PT2E flow (`torchao`, the x86 inductor quantizer): weights per channel,
 activations per tensor with ranges observed on calibration images, then `torch.compile` with weight freezing, which
 lowers the quantized convolutions and linear layers to oneDNN's int8 kernels (AVX512-VNNI or AMX). Depthwise
-convolutions stay in float32 (see `depthwise_convolutions`). On a 2-core
-AVX-512 CPU this runs a ResNet-50 about twice as fast as bfloat16 (see `benchmarks/predict_throughput.py`).
+convolutions stay in float32 (see `depthwise_convolutions`). `benchmarks/predict_throughput.py` measures its speed
+against bfloat16 and float32.
 
 It changes the arithmetic, so it is opt-in (`dualsight predict --dtype int8 --calibration FOLDER`) and its effect on
 the answers is measured, like bfloat16's, with `precision.compare_precisions(..., reduced="int8")`.

@@ -20,6 +20,7 @@ def calibration_images(tmp_path_factory):
     for i in range(6):
         random_image(40, 36, seed=100 + i).save(folder / f"{i}.png")
     (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")  # skipped, not fatal
     return folder
 
 
@@ -88,7 +89,9 @@ def test_artifact_stream_models_quantize(tmp_path, calibration_images):
     ours = Predictor(str(model_dir), batch_size=4, dtype="int8", calibration=[calibration_images])
     assert ours.compiled.input_names == ("pixel_values", "artifact_values")
     results = ours.predict_paths([calibration_images])
-    assert len(results) == 6 and all(r.error is None and r.label for r in results)
+    scored = [r for r in results if r.error is None]
+    assert len(scored) == 6 and all(r.label for r in scored)
+    assert [r.path.endswith("broken.jpg") for r in results if r.error] == [True]
 
 
 def test_the_readme_reports_what_int8_does_to_the_default_model():
