@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
-from dualsight_hf.data import encode_labels, image_source, load_examples, split_examples
+from dualsight_hf.data import image_source
+from dualsight_hf.evaluation import EvaluationData
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.images import load_image
 from dualsight_hf.machine import describe_machine, machine_line
@@ -28,10 +29,9 @@ MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-vs-ai
 CALIBRATION_IMAGES = 64
 
 
-def default_model_splits(manifest: Path = MANIFEST) -> dict:
-    """The train / validation / test splits of the shared data, as the default model's recipe makes them."""
-    table = encode_labels(load_examples(str(manifest)), DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
-    return split_examples(table, 0.15, 0.15, 42, "source")
+def default_model_split(name: str, manifest: Path = MANIFEST):
+    """One split of the shared data, as the default model's recipe makes it (`EvaluationData`'s defaults)."""
+    return EvaluationData(str(manifest), split=name).load(DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
 
 
 def calibration_images(train, count: int = CALIBRATION_IMAGES) -> list:
@@ -41,12 +41,12 @@ def calibration_images(train, count: int = CALIBRATION_IMAGES) -> list:
 
 
 def measure(manifest: Path = MANIFEST, splits_to_compare=("validation", "test")) -> dict:
-    splits = default_model_splits(manifest)
-    calibration = calibration_images(splits["train"])
+    calibration = calibration_images(default_model_split("train", manifest))
     report = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
               "calibration_images": len(calibration), "splits": {}}
     for name in splits_to_compare:
-        comparison = compare_precisions(DEFAULT_MODEL_DIR, splits[name], reduced="int8", calibration=calibration)
+        comparison = compare_precisions(DEFAULT_MODEL_DIR, default_model_split(name, manifest), reduced="int8",
+                                        calibration=calibration)
         report["splits"][name] = {**comparison, "unchanged_answers": reduced_precision_is_safe(comparison)}
     return report
 

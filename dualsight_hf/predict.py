@@ -253,10 +253,7 @@ class Predictor:
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
             batch += batch[:1] * (self.batch_size - len(batch))  # one batch size: the quantized model compiles once
-            inputs = self.preprocess(batch)
-            if inputs["pixel_values"].dtype == torch.uint8:
-                inputs["pixel_values"] = self.normalization(inputs["pixel_values"])
-            yield inputs
+            yield self._on_device(self.preprocess(batch))
 
     def preprocess(self, images: list) -> dict[str, torch.Tensor]:
         """
@@ -266,15 +263,20 @@ class Predictor:
         """
         return dict(self.image_processor(images, return_tensors="pt", **self._deferred_steps))
 
+    def _on_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Model inputs on the model's device, `uint8` `pixel_values` rescaled and normalised, channels-last."""
+        inputs = {name: values.to(self.device) for name, values in inputs.items()}
+        if inputs["pixel_values"].dtype == torch.uint8:
+            inputs["pixel_values"] = self.normalization(inputs["pixel_values"])
+        inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+        return inputs
+
     @torch.inference_mode()
     def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Authenticity and object logits (float32, on the CPU) of a batch of model inputs (`pixel_values`, and
         `artifact_values` for a model with an artifact stream), as [`Predictor.preprocess`] or the image processor
         makes them: `uint8` `pixel_values` are rescaled and normalised here."""
-        inputs = {name: values.to(self.device) for name, values in inputs.items()}
-        if inputs["pixel_values"].dtype == torch.uint8:
-            inputs["pixel_values"] = self.normalization(inputs["pixel_values"])
-        inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
+        inputs = self._on_device(inputs)
         autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype in (torch.bfloat16, torch.float16)
                     else nullcontext())
         with autocast:
