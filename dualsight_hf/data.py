@@ -6,10 +6,12 @@ source (`source`, `generator`, ...); `encode_labels` turns names into ids for a 
 seeded train/validation/test split; `ImageTransform` reads and augments the images on the fly (`set_transform`).
 """
 
+import hashlib
 import io
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,40 +118,102 @@ def _is_saved_dataset(path: Path) -> bool:
                                                                       "dataset_dict.json"))
 
 
-def load_examples(data: str, split: str = "train", image_column: str = "image", label_column: str = "label",
-                  objects_file: str | None = None) -> datasets.Dataset:
+def as_list(value: str | Sequence[str] | None) -> list[str]:
+    """One or several data sources / files as a list (`None` gives an empty list)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, Path)) else [str(item) for item in value]
+
+
+def load_examples(data: str | Sequence[str], split: str = "train", image_column: str = "image",
+                  label_column: str = "label", objects_file: str | Sequence[str] | None = None) -> datasets.Dataset:
     """
-    Read any supported data source into the common columns (`image`, `label`, optional `objects`, extras).
+    Read one or several data sources into the common columns (`image`, `label`, optional `objects`, extras).
+
+    Several sources (e.g. the manifests of two data collections) are read one by one, each by the rules of its kind
+    (a manifest's paths resolved against its own folder), and concatenated in the order given; a column that only
+    some of them have is empty (`None`) in the rows of the others.
 
     Args:
-        data (`str`): an image folder (one sub-folder per class), a `.csv` / `.json` / `.jsonl` manifest, or a
-            `datasets` dataset (Hub id or `save_to_disk` folder).
+        data (`str` or `list[str]`): an image folder (one sub-folder per class), a `.csv` / `.json` / `.jsonl`
+            manifest, or a `datasets` dataset (Hub id or `save_to_disk` folder); or a list of these.
         split (`str`, *optional*, defaults to `"train"`): split of a `datasets` dataset.
         image_column, label_column (`str`, *optional*): column names of a `datasets` dataset.
-        objects_file (`str`, *optional*): a CSV written by `dualsight pseudo-label` (`path,objects`), merged by
-            the `path` column (the manifest's own paths, or paths relative to an image folder).
+        objects_file (`str` or `list[str]`, *optional*): CSV file(s) written by `dualsight pseudo-label`
+            (`path,objects`), merged by the `path` column (the manifest's own paths, or paths relative to an image
+            folder).
 
     Returns:
         `datasets.Dataset`
+
+    Example:
+
+    ```python
+    >>> from dualsight_hf.data import load_examples
+    >>> examples = load_examples(["../shared/data/real-vs-ai/manifest.csv",
+    ...                           "../shared/data/photoreal-multi-generator/manifest.csv"])
+    >>> len(examples)
+    4277
+    ```
     """
-    path = Path(data)
-    if path.is_dir() and not _is_saved_dataset(path):
-        table = read_image_folder(data)
-    elif path.suffix.lower() in (".csv", ".json", ".jsonl") and path.is_file():
-        table = read_manifest(data)
-    else:
-        table = read_hub_dataset(data, split=split, image_column=image_column, label_column=label_column)
-    if objects_file:
-        table = merge_objects(table, objects_file)
+    sources = as_list(data)
+    if not sources:
+        raise ValueError("no data source given")
+    tables = [read_source(source, split, image_column, label_column) for source in sources]
+    table = tables[0] if len(tables) == 1 else concatenate_sources(tables, sources)
+    objects_files = as_list(objects_file)
+    if objects_files:
+        table = merge_objects(table, objects_files)
     return table
 
 
-def merge_objects(table: datasets.Dataset, objects_file: str) -> datasets.Dataset:
-    """Add (or replace) the `objects` column from a `path,objects` CSV; rows it does not list stay unknown."""
+def read_source(data: str, split: str = "train", image_column: str = "image",
+                label_column: str = "label") -> datasets.Dataset:
+    """One data source (see `load_examples`), by its kind: image folder, manifest or `datasets` dataset."""
+    path = Path(data)
+    if path.is_dir() and not _is_saved_dataset(path):
+        return read_image_folder(data)
+    if path.suffix.lower() in (".csv", ".json", ".jsonl") and path.is_file():
+        return read_manifest(data)
+    return read_hub_dataset(data, split=split, image_column=image_column, label_column=label_column)
+
+
+def concatenate_sources(tables: list[datasets.Dataset], names: list[str]) -> datasets.Dataset:
+    """
+    Concatenate the tables of several sources (see `load_examples`): a column that a table lacks is added to it
+    empty, and a `path` that two sources share is an error, since object labels are merged by path.
+
+    Raises:
+        `ValueError`: for a shared path, or for columns whose types differ between the sources.
+    """
+    seen = {}
+    for name, table in zip(names, tables):
+        for path in table["path"] if "path" in table.column_names else []:
+            if path in seen:
+                raise ValueError(f"path '{path}' is in both {seen[path]} and {name}: give each source's files "
+                                 "distinct relative paths")
+            seen[path] = name
+    columns = list(dict.fromkeys(column for table in tables for column in table.column_names))
+    aligned = []
+    for table in tables:
+        for column in columns:
+            if column not in table.column_names:
+                table = table.add_column(column, [None] * len(table))
+        aligned.append(table.select_columns(columns))
+    try:
+        return datasets.concatenate_datasets(aligned)
+    except ValueError as error:
+        raise ValueError(f"cannot combine the data sources {', '.join(names)}: {error}") from None
+
+
+def merge_objects(table: datasets.Dataset, objects_file: str | Sequence[str]) -> datasets.Dataset:
+    """Add (or replace) the `objects` column from `path,objects` CSV file(s); rows they do not list stay unknown."""
     if "path" not in table.column_names:
         raise ValueError("merging an objects file needs a 'path' column to match rows by")
-    labels = datasets.load_dataset("csv", data_files=str(objects_file), split="train", keep_in_memory=True)
-    by_path = dict(zip(labels["path"], labels["objects"]))
+    by_path = {}
+    for file in as_list(objects_file):
+        labels = datasets.load_dataset("csv", data_files=str(file), split="train", keep_in_memory=True)
+        by_path.update(zip(labels["path"], labels["objects"]))
     if "objects" in table.column_names:
         table = table.remove_columns("objects")
     objects = [json.dumps(_parse_objects(by_path.get(p))) for p in table["path"]]
@@ -209,7 +273,7 @@ def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_
 
     Each stratum (label, plus the value of `stratify_by` when given, e.g. `source`) is shuffled with `seed` and cut
     by the fractions, so every source and class appears in every split in the same proportion, and the same seed
-    always gives the same split.
+    always gives the same split. Copies of one file (the same bytes under several names) always share a split.
 
     Args:
         table (`datasets.Dataset`): examples with a `label` column.
@@ -239,16 +303,59 @@ def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_
         if index not in held_out:
             strata.setdefault(str(key), []).append(index)
     rng = random.Random(seed)
-    parts = {"train": [], "validation": [], "test": sorted(held_out)}
+    split_of = {index: "test" for index in held_out}
     for key in sorted(strata):
         indices = strata[key]
         rng.shuffle(indices)
         n_test = 0 if held_out else round(len(indices) * test_size)
         n_validation = round(len(indices) * validation_size)
-        parts["test"] += indices[:n_test]
-        parts["validation"] += indices[n_test : n_test + n_validation]
-        parts["train"] += indices[n_test + n_validation :]
-    return datasets.DatasetDict({name: table.select(sorted(idx)) for name, idx in parts.items()})
+        split_of.update({index: "test" for index in indices[:n_test]})
+        split_of.update({index: "validation" for index in indices[n_test : n_test + n_validation]})
+        split_of.update({index: "train" for index in indices[n_test + n_validation :]})
+    for copies in duplicate_groups(table):  # a file stored twice goes where its first copy went
+        first = next((split_of[i] for i in copies if split_of[i] == "test"), split_of[copies[0]])
+        split_of.update({index: first for index in copies})
+    parts = {name: [i for i in range(len(table)) if split_of[i] == name] for name in ("train", "validation", "test")}
+    return datasets.DatasetDict({name: table.select(indices) for name, indices in parts.items()})
+
+
+def duplicate_groups(table: datasets.Dataset) -> list[list[int]]:
+    """
+    The row indices of every image file stored more than once (the same bytes under several names), so that a split
+    can keep the copies together. Only rows whose image is a file path or bytes are compared.
+    """
+    by_digest = {}
+    for index, item in enumerate(table.with_format(None)["image"]):
+        source = image_source(item)
+        try:
+            content = source if isinstance(source, bytes) else Path(source).read_bytes()
+        except (OSError, TypeError):
+            continue
+        by_digest.setdefault(hashlib.sha256(content).hexdigest(), []).append(index)
+    return [indices for indices in by_digest.values() if len(indices) > 1]
+
+
+def balancing_weights(table: datasets.Dataset, balance_by: str | None) -> list[float]:
+    """
+    Sampling weights that give every stratum (label, plus the value of `balance_by`, e.g. `source`) the same share
+    of the draws: each example weighs 1 / (its stratum's size) / (the number of strata). Without `balance_by`,
+    the classes alone are balanced.
+
+    Args:
+        table (`datasets.Dataset`): examples with a `label` column (and `balance_by`).
+        balance_by (`str`, *optional*): the column to balance over besides the label.
+
+    Returns:
+        `list[float]`: one weight per example, summing to 1.
+    """
+    if balance_by is not None and balance_by not in table.column_names:
+        raise ValueError(f"no column '{balance_by}' to balance the training examples by")
+    plain = table.with_format(None)
+    keys = plain["label"] if balance_by is None else list(zip(plain[balance_by], plain["label"]))
+    sizes = {}
+    for key in keys:
+        sizes[key] = sizes.get(key, 0) + 1
+    return [1.0 / sizes[key] / len(sizes) for key in keys]
 
 
 @dataclass

@@ -39,9 +39,10 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, num_
 
 def authenticity_metrics(logits: np.ndarray, labels: np.ndarray, positive_label: int = 1) -> dict:
     """
-    Accuracy, precision, recall and F1 (class `positive_label`, AI-generated, as the positive class; macro averages
-    over the classes present for more than two classes), AUROC (one-vs-rest mean for more than two) and expected
-    calibration error. All NaN, with `count` 0, when no example has a label.
+    Accuracy, balanced accuracy (the mean recall of the classes present), precision, recall and F1 (class
+    `positive_label`, AI-generated, as the positive class; macro averages over the classes present for more than two
+    classes), AUROC (one-vs-rest mean for more than two) and expected calibration error. All NaN, with `count` 0,
+    when no example has a label.
 
     Args:
         logits (`np.ndarray` of shape `(n, num_labels)`): authenticity logits.
@@ -49,12 +50,13 @@ def authenticity_metrics(logits: np.ndarray, labels: np.ndarray, positive_label:
         positive_label (`int`, *optional*, defaults to 1): the class treated as positive in two-class problems.
 
     Returns:
-        `dict[str, float]`: `accuracy`, `precision`, `recall`, `f1`, `auroc`, `ece`, `count`.
+        `dict[str, float]`: `accuracy`, `balanced_accuracy`, `precision`, `recall`, `f1`, `auroc`, `ece`, `count`.
     """
     logits, labels = np.asarray(logits), np.asarray(labels)
     keep = labels != -100
     if not keep.any():
-        return {key: float("nan") for key in ("accuracy", "precision", "recall", "f1", "auroc", "ece")} | {"count": 0}
+        return {key: float("nan") for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc",
+                                              "ece")} | {"count": 0}
     probabilities, labels = softmax(logits[keep]), labels[keep]
     predictions = probabilities.argmax(axis=-1)
     binary = probabilities.shape[1] == 2
@@ -72,6 +74,7 @@ def authenticity_metrics(logits: np.ndarray, labels: np.ndarray, positive_label:
     confidence = probabilities.max(axis=-1)
     return {
         "accuracy": float(skm.accuracy_score(labels, predictions)),
+        "balanced_accuracy": float(np.mean([(predictions[labels == c] == c).mean() for c in present])),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
@@ -82,11 +85,12 @@ def authenticity_metrics(logits: np.ndarray, labels: np.ndarray, positive_label:
 
 
 def object_metrics(object_logits: np.ndarray, object_labels: np.ndarray, problem_type: str,
-                   threshold: float = 0.5) -> dict:
+                   threshold: float = 0.5, names: dict[int, str] | None = None) -> dict:
     """
     Object-head metrics over the examples that have object labels.
 
-    Multi-label: micro and macro F1 at `threshold`, and mean average precision over the classes that occur.
+    Multi-label: micro and macro F1 at `threshold`, and mean average precision over the classes that occur; with
+    `names`, also `per_class`: the average precision, F1 and number of positive examples of each class that occurs.
     Single-label: accuracy.
 
     Args:
@@ -95,6 +99,7 @@ def object_metrics(object_logits: np.ndarray, object_labels: np.ndarray, problem
             with `-100` for none.
         problem_type (`str`): the config's `object_problem_type`.
         threshold (`float`, *optional*, defaults to 0.5): presence threshold of the multi-label head.
+        names (`dict[int, str]`, *optional*): class names by index (the config's `object_id2label`).
     """
     object_logits, object_labels = np.asarray(object_logits), np.asarray(object_labels)
     if problem_type == "single_label_classification":
@@ -112,13 +117,20 @@ def object_metrics(object_logits: np.ndarray, object_labels: np.ndarray, problem
     occurring = truth.sum(axis=0) > 0
     mean_ap = (skm.average_precision_score(truth[:, occurring], scores[:, occurring], average="macro")
                if occurring.any() else float("nan"))
-    return {
+    result = {
         "micro_f1": float(skm.f1_score(truth, predicted, average="micro", zero_division=0)),
         "macro_f1": float(skm.f1_score(truth[:, occurring], predicted[:, occurring], average="macro",
                                        zero_division=0)) if occurring.any() else float("nan"),
         "mean_average_precision": float(mean_ap),
         "count": int(keep.sum()),
     }
+    if names is not None:
+        result["per_class"] = {
+            names[index]: {"average_precision": float(skm.average_precision_score(truth[:, index], scores[:, index])),
+                           "f1": float(skm.f1_score(truth[:, index], predicted[:, index], zero_division=0)),
+                           "count": int(truth[:, index].sum())}
+            for index in np.flatnonzero(occurring)}
+    return result
 
 
 def grouped_authenticity_metrics(logits: np.ndarray, labels: np.ndarray, groups) -> dict:

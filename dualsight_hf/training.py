@@ -6,7 +6,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 import transformers
+from torch.utils.data import WeightedRandomSampler
 from transformers import (
     EarlyStoppingCallback,
     HfArgumentParser,
@@ -16,8 +18,8 @@ from transformers import (
 )
 
 from .configuration import DEFAULT_AUTHENTICITY_LABELS, DualSightConfig
-from .data import AugmentationSettings, ImageTransform, collate, drop_unreadable, encode_labels, load_examples, \
-    split_examples
+from .data import AugmentationSettings, ImageTransform, balancing_weights, collate, drop_unreadable, encode_labels, \
+    load_examples, split_examples
 from .loading import load_model
 from .machine import describe_machine
 from .metrics import DualSightMetrics, authenticity_metrics, grouped_authenticity_metrics, object_metrics
@@ -49,6 +51,9 @@ class ModelArguments:
     object_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the object loss."})
     classifier_dropout: float = field(default=0.0, metadata={"help": "Dropout before the heads."})
     freeze_backbone: bool = field(default=False, metadata={"help": "Train the heads only (BatchNorm kept in eval)."})
+    unfrozen_backbone_stages: int = field(default=0, metadata={
+        "help": "With --freeze_backbone: train the backbone's last N stages too (about half the cost of training "
+                "all of it on a CPU)."})
     backbone_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the backbone; --learning_rate applies to the heads. Default: the same."})
     artifact_stream: dict | str | None = field(default=None, metadata={
@@ -64,13 +69,14 @@ class ModelArguments:
 class DataArguments:
     """Where the examples come from and how they are split and augmented."""
 
-    data: str = field(metadata={"help": "Image folder (one sub-folder per class), CSV/JSON manifest, or datasets "
-                                        "dataset (Hub id or save_to_disk folder)."})
+    data: list[str] = field(metadata={"help": "Image folder (one sub-folder per class), CSV/JSON manifest, or "
+                                              "datasets dataset (Hub id or save_to_disk folder); several are "
+                                              "concatenated (a YAML list, or several paths after --data)."})
     dataset_split: str = field(default="train", metadata={"help": "Split of a datasets dataset."})
     image_column: str = field(default="image", metadata={"help": "Image column of a datasets dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of a datasets dataset."})
-    objects_file: str | None = field(default=None, metadata={
-        "help": "path,objects CSV from `dualsight pseudo-label`, merged by path."})
+    objects_file: list[str] | None = field(default=None, metadata={
+        "help": "path,objects CSV(s) from `dualsight pseudo-label`, merged by path."})
     validation_size: float = field(default=0.15, metadata={"help": "Validation fraction of each stratum."})
     test_size: float = field(default=0.15, metadata={"help": "Test fraction of each stratum (never used for "
                                                             "model selection)."})
@@ -84,6 +90,13 @@ class DataArguments:
     group_metrics_by: str | None = field(default=None, metadata={
         "help": "Column to report test metrics by (e.g. source, generator). Default: stratify_by."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split."})
+    max_validation_samples: int | None = field(default=None, metadata={
+        "help": "Evaluate model selection on a seeded random subset of the validation split of this size."})
+    max_test_samples: int | None = field(default=None, metadata={
+        "help": "Measure the test metrics on a seeded random subset of the test split of this size."})
+    balance_by: str | None = field(default=None, metadata={
+        "help": "Draw training examples so that every (balance_by value, label) stratum is seen equally often, "
+                "e.g. source: a small source weighs as much as a large one. Default: the data as it is."})
     augment: bool = field(default=True, metadata={"help": "Training augmentations (crop, flip, rotation, colour, "
                                                           "JPEG, blur, down-up scaling)."})
     jpeg_p: float = field(default=0.3, metadata={"help": "Probability of JPEG re-compression."})
@@ -96,11 +109,32 @@ class DataArguments:
 
 
 class DualSightTrainer(Trainer):
-    """`Trainer` with a separate learning rate for the backbone (`backbone_learning_rate`)."""
+    """
+    `Trainer` with a separate learning rate for the backbone and, optionally, weighted sampling of the training
+    examples.
 
-    def __init__(self, *args, backbone_learning_rate: float | None = None, **kwargs):
+    Args:
+        backbone_learning_rate (`float`, *optional*): learning rate of the backbone; `args.learning_rate` applies to
+            the heads. Default: the same for all.
+        sample_weights (`list[float]`, *optional*): one weight per training example (see
+            `dualsight_hf.data.balancing_weights`); each epoch then draws as many examples as the split holds, with
+            replacement, in proportion to them. Default: every example once per epoch, shuffled.
+        *args, **kwargs: as `Trainer` takes them.
+    """
+
+    def __init__(self, *args, backbone_learning_rate: float | None = None,
+                 sample_weights: list[float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.backbone_learning_rate = backbone_learning_rate
+        self.sample_weights = sample_weights
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.data_seed if self.args.data_seed is not None
+                                                  else self.args.seed)
+        return WeightedRandomSampler(self.sample_weights, num_samples=len(self.sample_weights), replacement=True,
+                                     generator=generator)
 
     def create_optimizer(self, model=None):
         model = self.model if model is None else model
@@ -159,6 +193,7 @@ def build_model(model_args: ModelArguments, examples):
         object_loss_weight=model_args.object_loss_weight,
         classifier_dropout=model_args.classifier_dropout,
         freeze_backbone=model_args.freeze_backbone,
+        unfrozen_backbone_stages=model_args.unfrozen_backbone_stages,
         artifact_stream=model_args.artifact_stream,
     )
     try:
@@ -204,9 +239,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     splits = split_examples(encode_labels(examples, model.config), data_args.validation_size, data_args.test_size,
                             data_args.split_seed, data_args.stratify_by, data_args.holdout_column,
                             data_args.holdout_value)
-    if data_args.max_train_samples:
-        count = min(data_args.max_train_samples, len(splits["train"]))
-        splits["train"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(count))
+    for name, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_validation_samples),
+                        ("test", data_args.max_test_samples)):
+        if limit and limit < len(splits[name]):
+            splits[name] = splits[name].shuffle(seed=data_args.split_seed).select(range(limit))
     augmentation = AugmentationSettings(jpeg_p=data_args.jpeg_p, blur_p=data_args.blur_p,
                                         rescale_p=data_args.rescale_p) if data_args.augment else None
     splits["train"].set_transform(ImageTransform(processor, augmentation, seed=training_args.seed))
@@ -231,6 +267,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         processing_class=processor,
         callbacks=callbacks,
         backbone_learning_rate=model_args.backbone_learning_rate,
+        sample_weights=balancing_weights(splits["train"], data_args.balance_by) if data_args.balance_by else None,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
@@ -272,7 +309,8 @@ def evaluate_split(trainer: Trainer, split, group_column: str | None) -> dict:
     config = trainer.model.config
     results = {"test": authenticity_metrics(outputs[0], labels[0])}
     if len(outputs) > 1 and len(labels) > 1:
-        results["test_objects"] = object_metrics(outputs[1], labels[1], config.object_problem_type)
+        results["test_objects"] = object_metrics(outputs[1], labels[1], config.object_problem_type,
+                                                 names=config.object_id2label)
     if group_column and group_column in split.column_names:
         results["test_by_" + group_column] = grouped_authenticity_metrics(
             outputs[0], labels[0], split.with_format(None)[group_column]

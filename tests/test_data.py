@@ -11,6 +11,7 @@ from dualsight_hf.data import (
     AugmentationSettings,
     ImageTransform,
     augment,
+    balancing_weights,
     collate,
     down_up_scale,
     drop_unreadable,
@@ -96,6 +97,47 @@ def test_objects_file_merge(tmp_path):
     assert objects[tiny] is None  # 32x32 DDPM images stay unlabelled
 
 
+def write_collection(root, name, images, extra_column=None):
+    """A manifest in `root/name/` whose images sit below it (`images`: relative path -> (label, seed))."""
+    folder = root / name
+    rows = ["path,label,source" + (f",{extra_column}" if extra_column else "")]
+    for relative, (label, seed) in images.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        random_image(seed=seed).save(folder / relative)
+        rows.append(f"{relative},{label},{name}" + (f",{seed}" if extra_column else ""))
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.csv"
+
+
+def test_several_manifests_are_read_against_their_own_folders(tmp_path):
+    first = write_collection(tmp_path, "one", {"real/a.png": ("real", 1), "fake/b.png": ("fake", 2)})
+    second = write_collection(tmp_path, "two", {"x/c.png": ("real", 3)}, extra_column="seed")
+    table = load_examples([str(first), str(second)])
+    assert table["image"] == [str(tmp_path / "one/real/a.png"), str(tmp_path / "one/fake/b.png"),
+                              str(tmp_path / "two/x/c.png")]
+    assert table["source"] == ["one", "one", "two"] and table["label"] == ["real", "fake", "real"]
+    assert table["seed"] == [None, None, 3]  # a column one manifest lacks is empty in its rows
+    objects = tmp_path / "objects-two.csv"
+    objects.write_text('path,objects\nx/c.png,"[""dog""]"\n')
+    merged = load_examples([str(first), str(second)], objects_file=[str(objects)])
+    assert [json.loads(cell) for cell in merged["objects"]] == [None, None, ["dog"]]
+
+
+def test_a_path_in_two_manifests_is_a_clear_error(tmp_path):
+    first = write_collection(tmp_path, "one", {"real/a.png": ("real", 1)})
+    second = write_collection(tmp_path, "two", {"real/a.png": ("real", 2)})
+    with pytest.raises(ValueError, match="path 'real/a.png' is in both .*one/manifest.csv and .*two/manifest.csv"):
+        load_examples([str(first), str(second)])
+
+
+def test_both_shared_collections_load_together():
+    real_vs_ai = shared_path("data", "real-vs-ai", "manifest.csv")
+    photoreal = shared_path("data", "photoreal-multi-generator", "manifest.csv")
+    table = load_examples([str(real_vs_ai), str(photoreal)])
+    assert len(table) == 3458 + 819
+    assert {"laboratoriet-realorai", "cifake-2spi", "whichfaceisreal-tpdne-ffhq"} <= set(table["source"])
+
+
 def make_table(n_per_stratum=20, sources=("a", "b")):
     rows = {"label": [], "source": [], "image": []}
     for source in sources:
@@ -121,6 +163,44 @@ def test_split_is_deterministic_disjoint_and_stratified():
             for label in ("real", "fake"):
                 count = sum(1 for r in first[split] if r["source"] == source and r["label"] == label)
                 assert count == expected, (split, source, label)
+
+
+def test_copies_of_one_file_share_a_split(tmp_path):
+    """The same bytes stored under two names (as one StyleGAN2 face in the shared data) never straddle train and
+    test, whatever the seed."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rows = {"label": [], "image": []}
+    for i in range(40):
+        random_image(seed=i).save(folder / f"{i}.png")
+        rows["label"].append("real" if i % 2 else "fake")
+        rows["image"].append(str(folder / f"{i}.png"))
+    (folder / "copy.png").write_bytes((folder / "0.png").read_bytes())
+    rows["label"].append("fake")
+    rows["image"].append(str(folder / "copy.png"))
+    table = datasets.Dataset.from_dict(rows)
+    for seed in range(12):
+        splits = split_examples(table, 0.25, 0.25, seed=seed)
+        where = [name for name, split in splits.items() for image in split["image"]
+                 if image.endswith(("/0.png", "/copy.png"))]
+        assert len(where) == 2 and where[0] == where[1], (seed, where)
+        assert sum(len(split) for split in splits.values()) == len(table)
+
+
+def test_balancing_weights_give_every_source_and_class_the_same_share():
+    table = make_table(n_per_stratum=10, sources=("a",)).select(range(20))  # a/real 10, a/fake 10
+    table = datasets.concatenate_datasets([table, datasets.Dataset.from_dict(
+        {"label": ["real"] * 2 + ["fake"] * 6, "source": ["b"] * 8, "image": [f"b{i}" for i in range(8)]})])
+    weights = np.array(balancing_weights(table, "source"))
+    assert weights.sum() == pytest.approx(1.0)
+    for source in ("a", "b"):
+        for label in ("real", "fake"):
+            rows = [i for i, row in enumerate(table) if row["source"] == source and row["label"] == label]
+            assert weights[rows].sum() == pytest.approx(0.25), (source, label)
+    by_class = np.array(balancing_weights(table, None))
+    assert by_class[[i for i, label in enumerate(table["label"]) if label == "real"]].sum() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no column 'family'"):
+        balancing_weights(table, "family")
 
 
 @pytest.mark.parametrize("name, function", [

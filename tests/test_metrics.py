@@ -29,6 +29,12 @@ def test_authenticity_metrics_against_hand_computed_values():
     assert m["count"] == 6
 
 
+def test_balanced_accuracy_weighs_each_class_alike():
+    # 4 AI images all right, 1 real image wrong: accuracy 0.8, balanced accuracy (1 + 0) / 2
+    m = authenticity_metrics(logits_for([0.9, 0.8, 0.7, 0.6, 0.9]), np.array([1, 1, 1, 1, 0]))
+    assert m["accuracy"] == pytest.approx(0.8) and m["balanced_accuracy"] == pytest.approx(0.5)
+
+
 def test_ignored_labels_are_dropped():
     logits = logits_for([0.9, 0.1, 0.7])
     assert authenticity_metrics(logits, np.array([1, 0, -100]))["count"] == 2
@@ -50,6 +56,12 @@ def test_multi_label_object_metrics_by_hand():
     assert m["micro_f1"] == pytest.approx(6 / 7)
     assert m["macro_f1"] == pytest.approx((1.0 + 2 / 3) / 2)
     assert m["count"] == 3
+    assert "per_class" not in m
+    per_class = object_metrics(logits, truth, "multi_label_classification", names={0: "cat", 1: "dog"})["per_class"]
+    assert per_class["cat"] == {"average_precision": 1.0, "f1": 1.0, "count": 2}
+    # dog: scores high, low, low for truth 1 at row 3 and a tie of a positive and a negative: AP = .5 * 1 + .5 * 2/3
+    assert per_class["dog"]["average_precision"] == pytest.approx(0.5 + 1 / 3)
+    assert per_class["dog"]["f1"] == pytest.approx(2 / 3) and per_class["dog"]["count"] == 2
 
 
 def test_single_label_object_accuracy():

@@ -61,6 +61,17 @@ def test_short_training_run_lowers_the_loss_and_writes_results(separable_folder,
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "modeling.py").exists()
 
 
+def test_split_caps_give_seeded_subsets(separable_folder, start_model, tmp_path):
+    """max_*_samples cut each split to a seeded random subset: the test metrics count exactly that many images."""
+    results = train(ModelArguments(model_name_or_path=str(start_model)),
+                    DataArguments(data=[str(separable_folder)], validation_size=0.25, test_size=0.25, augment=False,
+                                  max_train_samples=10, max_validation_samples=6, max_test_samples=5),
+                    training_args(tmp_path / "out", num_train_epochs=1, save_strategy="no",
+                                  load_best_model_at_end=False))
+    assert results["split_sizes"] == {"train": 10, "validation": 6, "test": 5}
+    assert results["test"]["count"] == 5 and results["recipe"]["data"]["max_test_samples"] == 5
+
+
 def test_early_stopping_stops_when_the_metric_stalls(separable_folder, tmp_path):
     # learning rate 0 and a frozen backbone (BatchNorm statistics fixed too): the validation loss never improves,
     # so patience 1 stops after the second evaluation
@@ -131,6 +142,35 @@ def test_arguments_from_yaml_and_json(tmp_path):
     json_file = tmp_path / "args.json"
     json_file.write_text(json.dumps({"model_name_or_path": "m", "data": "d", "output_dir": "o"}))
     assert parse_arguments([str(json_file)])[0].model_name_or_path == "m"
+
+
+def test_several_data_sources_from_the_command_line_and_yaml(tmp_path):
+    args = parse_arguments(["--backbone", "b", "--data", "one.csv", "two.csv", "--output_dir", "o",
+                            "--balance_by", "source", "--freeze_backbone", "--unfrozen_backbone_stages", "2"])
+    assert args[1].data == ["one.csv", "two.csv"] and args[1].balance_by == "source"
+    assert args[0].unfrozen_backbone_stages == 2
+    yaml_file = tmp_path / "args.yaml"
+    yaml_file.write_text("backbone: b\ndata: [one.csv, two.csv]\nobjects_file: [o1.csv, o2.csv]\noutput_dir: o\n")
+    assert parse_arguments([str(yaml_file)])[1].objects_file == ["o1.csv", "o2.csv"]
+
+
+def test_balanced_sampling_draws_each_stratum_alike(separable_folder, start_model, tmp_path):
+    """With balance_by, an epoch draws (with replacement) in proportion to `balancing_weights`: a source of 4
+    examples is drawn as often as one of 20; without it every example comes once."""
+    from dualsight_hf.data import balancing_weights, load_examples
+    from dualsight_hf.training import DualSightTrainer
+
+    table = load_examples(str(separable_folder))
+    table = table.add_column("source", ["small" if i % 6 == 0 else "large" for i in range(len(table))])
+    weights = balancing_weights(table, "source")
+    args = training_args(tmp_path / "out", per_device_train_batch_size=len(table), data_seed=1, eval_strategy="no",
+                         save_strategy="no", load_best_model_at_end=False)
+    trainer = DualSightTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=table, sample_weights=weights)
+    drawn = [index for _ in range(50) for index in trainer._get_train_sampler()]
+    small = np.isin(drawn, [i for i, source in enumerate(table["source"]) if source == "small"]).mean()
+    assert len(drawn) == 50 * len(table) and 0.45 < small < 0.55  # 8 of 48 examples, half of the draws
+    plain = DualSightTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=table)
+    assert sorted(plain._get_train_sampler()) == list(range(len(table)))
 
 
 def test_two_process_launch_splits_the_data(separable_folder, start_model, tmp_path):
