@@ -168,8 +168,9 @@ def _add_pseudo_label(subparsers):
     parser = subparsers.add_parser("pseudo-label", help="label the objects in a dataset with a detection or "
                                                          "segmentation model")
     parser.add_argument("--data", required=True, help="image folder, manifest (.csv/.json) or datasets dataset")
-    parser.add_argument("--model", required=True, help="image-segmentation, object-detection or "
-                                                       "image-classification model (folder or Hub id)")
+    parser.add_argument("--model", default=None, help="image-segmentation, object-detection or "
+                                                      "image-classification model (folder or Hub id); without it "
+                                                      "only the rows that --category-map covers are labelled")
     parser.add_argument("--out", required=True, help="CSV to write: path,objects (objects as a JSON list)")
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--min-area", type=float, default=0.01, help="segmentation: minimum area fraction")
@@ -192,9 +193,11 @@ def _run_pseudo_label(args) -> int:
     if "path" not in table.column_names:
         raise SystemExit("dualsight: error: pseudo-label needs an image folder or a manifest (files with paths); "
                          "export a datasets dataset to files first")
+    if args.model is None and args.category_map is None:
+        raise SystemExit("dualsight: error: pseudo-label needs --model, --category-map or both")
     settings = PseudoLabelSettings(args.score_threshold, args.min_area, args.combination)
     cache = args.cache or str(Path(args.out).with_suffix(".cache.jsonl"))
-    labeler = PseudoLabeler(args.model, settings, cache_file=cache, batch_size=args.batch_size)
+    labeler = PseudoLabeler(args.model, settings, cache_file=cache, batch_size=args.batch_size) if args.model else None
     category_map = json.loads(Path(args.category_map).read_text()) if args.category_map else None
     labels = label_examples(table, labeler, category_map, args.category_column, args.min_size)
     paths = table["path"]
@@ -313,7 +316,8 @@ def _run_export(args) -> int:
 
 def _add_evaluation_data(parser):
     parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
-    parser.add_argument("--data", required=True, help="image folder, manifest or datasets dataset")
+    parser.add_argument("--data", required=True, nargs="+", help="image folder, manifest or datasets dataset; "
+                                                                 "several are evaluated together")
     parser.add_argument("--validation-size", type=float, default=None)
     parser.add_argument("--test-size", type=float, default=None)
     parser.add_argument("--split-seed", type=int, default=None)
@@ -329,13 +333,8 @@ def _evaluation_data(args, split: str):
     from . import DEFAULT_MODEL_DIR
     from .evaluation import EvaluationData
 
-    results = Path(args.model or DEFAULT_MODEL_DIR) / "all_results.json"
-    recipe = json.loads(results.read_text()).get("recipe", {}).get("data", {}) if results.exists() else {}
-    keys = ("validation_size", "test_size", "split_seed", "stratify_by", "holdout_column", "holdout_value")
-    trained = {"validation_size": 0.15, "test_size": 0.15, "split_seed": 42, "stratify_by": "source",
-               "holdout_column": None, "holdout_value": None, **{k: recipe[k] for k in keys if k in recipe}}
-    given = {k: getattr(args, k) for k in trained if getattr(args, k) is not None}
-    return EvaluationData(args.data, split, **{**trained, **given})
+    given = {key: getattr(args, key) for key in EvaluationData.SPLIT_SETTINGS}
+    return EvaluationData.of_model(args.model or DEFAULT_MODEL_DIR, split, data=args.data, **given)
 
 
 def _add_evaluate(subparsers):
@@ -363,7 +362,8 @@ def _run_evaluate(args) -> int:
     predictor = default_device_predictor(args.model, args.batch_size)
     examples = _evaluation_data(args, args.split).load(predictor.model.config)
     result = evaluate(predictor, examples, perturbations, args.group_by, check_shortcuts=args.shortcut_check)
-    out = write_report(result, args.out, title=f"Evaluation on the {args.split} split of {Path(args.data).name}")
+    names = " + ".join(Path(data).parent.name if Path(data).is_file() else Path(data).name for data in args.data)
+    out = write_report(result, args.out, title=f"Evaluation on the {args.split} split of {names}")
     print((out / "report.md").read_text())
     print(f"report written to {out}", file=sys.stderr)
     return 0

@@ -190,14 +190,14 @@ class PseudoLabeler:
         return {path: results[path] for path in paths}
 
 
-def label_examples(table, labeler: PseudoLabeler, category_map: dict | None = None, category_column: str = "category",
+def label_examples(table, labeler: PseudoLabeler | None, category_map: dict | None = None, category_column: str = "category",
                    min_size: int = 0, progress: bool = True) -> list:
     """
     Object labels for every row of a data table (see `dualsight_hf.data.load_examples`).
 
     Args:
         table (`datasets.Dataset`): rows with `image` (a path) and, optionally, `category_column`.
-        labeler ([`PseudoLabeler`]): the model that labels the rest.
+        labeler ([`PseudoLabeler`], *optional*): the model that labels the rest; `None` leaves them unknown.
         category_map (`dict[str, list[str]]`, *optional*): rows whose category is a key get these labels instead of
             running the model (e.g. the CIFAR-10 class of a CIFAKE image mapped to VOC names).
         category_column (`str`, *optional*, defaults to `"category"`).
@@ -214,7 +214,9 @@ def label_examples(table, labeler: PseudoLabeler, category_map: dict | None = No
     for index, (path, category) in enumerate(zip(table["image"], categories)):
         if category in category_map:
             labels = sorted(category_map[category])
-            results[index] = combination_label(labels) if labeler.settings.combination else labels
+            results[index] = combination_label(labels) if labeler and labeler.settings.combination else labels
+            continue
+        if labeler is None:
             continue
         if min_size:
             try:
@@ -224,6 +226,8 @@ def label_examples(table, labeler: PseudoLabeler, category_map: dict | None = No
             except OSError:
                 continue
         to_label[index] = path
+    if not to_label:
+        return results
     labelled = labeler.label(to_label.values(), progress=progress)
     for index, path in to_label.items():
         results[index] = labelled[path]

@@ -99,3 +99,19 @@ def test_label_examples_with_category_map_and_min_size(tiny_segmenter, tmp_path,
     labeler = PseudoLabeler(str(tiny_segmenter), PseudoLabelSettings(combination=True))
     assert label_examples(table, labeler, {"cat": ["dog", "car"]}, min_size=32, progress=False) == \
         ["person", None, "car, dog"]
+
+
+def test_category_map_alone_labels_only_the_mapped_rows(tmp_path, capsys):
+    """Without --model no labeller runs: rows with a mapped category are labelled, the rest stay unknown."""
+    for name in ("face.png", "street.png"):
+        random_image(40, 40, seed=len(name)).save(tmp_path / name)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,category\nface.png,real,face\nstreet.png,fake,city\n")
+    (tmp_path / "map.json").write_text(json.dumps({"face": ["person"]}))
+    out = tmp_path / "objects.csv"
+    assert main(["pseudo-label", "--data", str(manifest), "--out", str(out),
+                 "--category-map", str(tmp_path / "map.json")]) == 0
+    assert out.read_text().splitlines() == ["path,objects", 'face.png,"[""person""]"']
+    assert "1 of 2 images labelled" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="needs --model, --category-map or both"):
+        main(["pseudo-label", "--data", str(manifest), "--out", str(out)])
