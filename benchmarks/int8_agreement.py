@@ -25,13 +25,14 @@ from dualsight_hf.precision import MAX_AUROC_DIFFERENCE, MIN_DECISION_AGREEMENT,
     reduced_precision_is_safe
 
 RESULTS = Path(__file__).with_name("results") / "int8_agreement.json"
-MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-vs-ai" / "manifest.csv"
+REPO = Path(__file__).resolve().parents[1]
 CALIBRATION_IMAGES = 64
 
 
-def default_model_split(name: str, manifest: Path = MANIFEST):
-    """One split of the shared data, as the default model's recipe makes it (`EvaluationData`'s defaults)."""
-    return EvaluationData(str(manifest), split=name).load(DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
+def default_model_split(name: str):
+    """One split of the shared data, as the default model's training run made it (its recorded sources and split)."""
+    return EvaluationData.of_model(DEFAULT_MODEL_DIR, name, root=REPO).load(
+        DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
 
 
 def calibration_images(train, count: int = CALIBRATION_IMAGES) -> list:
@@ -40,12 +41,12 @@ def calibration_images(train, count: int = CALIBRATION_IMAGES) -> list:
     return [load_image(image_source(source)) for source in rows["image"]]
 
 
-def measure(manifest: Path = MANIFEST, splits_to_compare=("validation", "test")) -> dict:
-    calibration = calibration_images(default_model_split("train", manifest))
+def measure(splits_to_compare=("validation", "test")) -> dict:
+    calibration = calibration_images(default_model_split("train"))
     report = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
               "calibration_images": len(calibration), "splits": {}}
     for name in splits_to_compare:
-        comparison = compare_precisions(DEFAULT_MODEL_DIR, default_model_split(name, manifest), reduced="int8",
+        comparison = compare_precisions(DEFAULT_MODEL_DIR, default_model_split(name), reduced="int8",
                                         calibration=calibration)
         report["splits"][name] = {**comparison, "unchanged_answers": reduced_precision_is_safe(comparison)}
     return report
@@ -67,11 +68,10 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=MANIFEST)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", default=None, help="also write the table into this README's int8-agreement block")
     args = parser.parse_args()
-    report = measure(args.manifest)
+    report = measure()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(markdown(report))

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .calibration import band_coverage
-from .data import drop_unreadable, encode_labels, image_source, load_examples, split_examples
+from .data import as_list, drop_unreadable, encode_labels, image_source, load_examples, split_examples
 from .degradations import degrade
 from .images import load_image
 from .machine import machine_line
@@ -22,7 +22,7 @@ class EvaluationData:
     Which examples to evaluate on.
 
     Args:
-        data (`str`): image folder, manifest or `datasets` dataset (as in training).
+        data (`str` or `list[str]`): image folder, manifest or `datasets` dataset, or several (as in training).
         split (`str`, *optional*, defaults to `"test"`): `train`, `validation` or `test` of the seeded split that
             training makes with the same settings, or `all`.
         validation_size, test_size (`float`), split_seed (`int`), stratify_by (`str`), holdout_column,
@@ -31,7 +31,7 @@ class EvaluationData:
         dataset_split, image_column, label_column (`str`): for `datasets` sources.
     """
 
-    data: str
+    data: str | list[str]
     split: str = "test"
     validation_size: float = 0.15
     test_size: float = 0.15
@@ -42,6 +42,43 @@ class EvaluationData:
     dataset_split: str = "train"
     image_column: str = "image"
     label_column: str = "label"
+
+    #: the split settings that a model's training run records (`all_results.json`, `recipe.data`)
+    SPLIT_SETTINGS = ("validation_size", "test_size", "split_seed", "stratify_by", "holdout_column", "holdout_value")
+
+    @classmethod
+    def of_model(cls, model_dir, split: str = "test", data=None, root=".", **overrides) -> "EvaluationData":
+        """
+        The examples a trained model's own run used: its data sources and split settings as its `all_results.json`
+        records them (so that `test` is the split its training never saw), or this class's defaults where the
+        folder has no record.
+
+        Args:
+            model_dir (`str` or `Path`): the model folder.
+            split (`str`, *optional*, defaults to `"test"`)
+            data (`str` or `list[str]`, *optional*): other data instead of the recorded sources.
+            root (`str` or `Path`, *optional*, defaults to `"."`): the folder the recorded relative paths start from
+                (the training run's working directory: the repository root for the default model).
+            **overrides: split settings that replace the recorded ones (`None` values are ignored).
+
+        Example:
+
+        ```python
+        >>> from dualsight_hf import DEFAULT_MODEL_DIR
+        >>> from dualsight_hf.evaluation import EvaluationData
+        >>> EvaluationData.of_model(DEFAULT_MODEL_DIR, "validation").split
+        'validation'
+        ```
+        """
+        results = Path(model_dir) / "all_results.json"
+        recipe = json.loads(results.read_text()).get("recipe", {}).get("data", {}) if results.exists() else {}
+        settings = {key: recipe[key] for key in cls.SPLIT_SETTINGS if key in recipe}
+        settings.update({key: value for key, value in overrides.items() if value is not None})
+        if data is None:
+            if "data" not in recipe:
+                raise ValueError(f"{model_dir}: no training record (all_results.json) names its data; give the data")
+            data = [str(Path(root) / source) for source in as_list(recipe["data"])]
+        return cls(data, split, **settings)
 
     def load(self, config):
         """The chosen examples, readable ones only, labels encoded for `config`."""
@@ -217,35 +254,46 @@ def markdown_report(result: dict, title: str = "Evaluation") -> str:
     return "\n".join(lines) + "\n"
 
 
-def leave_one_source_out_markdown(report: dict) -> str:
+def leave_one_family_out_markdown(report: dict) -> str:
     """
-    The leave-one-source-out table (`benchmarks/leave_one_source_out.py`) as Markdown: a row per held-out group and
-    per source in it, a column per model variant (test accuracy / AUROC), the in-domain validation AUROC, the means
-    and the chosen variants (see `choose_variant` in the benchmark).
+    The leave-one-family-out table (`benchmarks/leave_one_family_out.py`) as Markdown: a row per held-out generator
+    family (and per source of a family with several), a column per recipe variant (held-out accuracy / balanced
+    accuracy / AUROC), the in-domain validation AUROC of each run, the means and the chosen variant.
     """
     variants = report["variants"]
-    lines = [f"Measured on {machine_line(report['machine'])}; recipe `{report['recipe']}` with "
-             f"{report['epochs']:g} epochs per run. Each cell: accuracy / AUROC on the held-out images; the last "
-             "row of each group is the validation AUROC on the sources the run trained on (in-domain).\n",
-             "| held out | images | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
-    for holdout, title in report["directions"].items():
-        runs = report["runs"][holdout]
+
+    def cell(metrics: dict, bold: bool = False) -> str:
+        text = f"{metrics['accuracy']:.3f} / {metrics['balanced_accuracy']:.3f} / {metrics['auroc']:.3f}"
+        return f"**{text}**" if bold else text
+
+    protocol = f"{report['epochs']:g} epoch(s) per run"
+    limits = report.get("limits", {})
+    for split in ("train", "validation", "test"):
+        if limits.get(f"max_{split}_samples"):
+            protocol += f", at most {limits[f'max_{split}_samples']} {split} images"
+    lines = [f"Measured on {machine_line(report['machine'])}; recipe `{report['recipe']}`, {protocol}. Each cell: "
+             "accuracy / balanced accuracy / AUROC on the held-out family, which no training or model selection of "
+             "that run saw; the last column is each run's validation AUROC on the families it trained on "
+             "(in-domain).\n",
+             "| held out | images | " + " | ".join(variants) + " | in-domain AUROC |",
+             "|---|---|" + "---|" * len(variants) + "---|"]
+    for family, runs in report["runs"].items():
         first = runs[variants[0]]
-        lines.append(f"| **{title}** | {first['test']['count']} | " + " | ".join(
-            f"**{runs[v]['test']['accuracy']:.3f} / {runs[v]['test']['auroc']:.3f}**" for v in variants) + " |")
+        lines.append(f"| **{family}** | {first['test']['count']} | "
+                     + " | ".join(cell(runs[v]["test"], bold=True) for v in variants) + " | "
+                     + " / ".join(f"{runs[v]['validation_auroc']:.3f}" for v in variants) + " |")
         if len(first["test_by_source"]) > 1:
             for source in sorted(first["test_by_source"]):
-                lines.append(f"| &nbsp;&nbsp;{source} | {first['test_by_source'][source]['count']} | " + " | ".join(
-                    f"{runs[v]['test_by_source'][source]['accuracy']:.3f} / "
-                    f"{runs[v]['test_by_source'][source]['auroc']:.3f}" for v in variants) + " |")
-        lines.append("| &nbsp;&nbsp;in-domain validation AUROC | | " + " | ".join(
-            f"{runs[v]['validation_auroc']:.3f}" for v in variants) + " |")
-    heldout, in_domain = report["mean_heldout_auroc"], report["mean_in_domain_auroc"]
-    lines.append("| **mean held-out AUROC** | | " + " | ".join(f"**{heldout[v]:.3f}**" for v in variants) + " |")
-    lines.append("| mean in-domain validation AUROC | | " + " | ".join(f"{in_domain[v]:.3f}" for v in variants) + " |")
+                lines.append(f"| &nbsp;&nbsp;{source} | {first['test_by_source'][source]['count']} | "
+                             + " | ".join(cell(runs[v]["test_by_source"][source]) for v in variants) + " | |")
+    heldout, balanced = report["mean_heldout_auroc"], report["mean_heldout_balanced_accuracy"]
+    in_domain = report["mean_in_domain_auroc"]
+    lines.append("| **mean held-out balanced accuracy / AUROC** | | "
+                 + " | ".join(f"**{balanced[v]:.3f} / {heldout[v]:.3f}**" for v in variants) + " | "
+                 + " / ".join(f"{in_domain[v]:.3f}" for v in variants) + " |")
     lines.append(f"\nBest by mean held-out AUROC: **{report['best_variant']}**. For the default model: "
-                 f"**{report['chosen_variant']}**, the best held-out AUROC among the variants whose in-domain AUROC is "
-                 "no lower than the semantic backbone's.")
+                 f"**{report['chosen_variant']}**, the best mean held-out AUROC among the variants whose mean "
+                 "in-domain AUROC is within 0.01 of the best.")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .data import as_list
 from .machine import machine_line
 
 #: Files of a model folder that belong in its Hub repository (weights, configs, remote code, plots, results).
@@ -44,7 +45,11 @@ def results_markdown(model_dir) -> str:
     objects = results.get("test_objects", {})
     if objects.get("count"):
         parts.append("Object head on the test images with object labels: " + ", ".join(
-            f"{k} {_fmt(v)}" for k, v in objects.items()) + "\n")
+            f"{k} {_fmt(v)}" for k, v in objects.items() if k != "per_class") + "\n")
+    if objects.get("per_class"):
+        parts.append("| object | test images with it | average precision | F1 at 0.5 |\n|---|---|---|---|\n" + "\n".join(
+            f"| {name} | {metrics['count']} | {_fmt(metrics['average_precision'])} | {_fmt(metrics['f1'])} |"
+            for name, metrics in sorted(objects["per_class"].items(), key=lambda item: -item[1]["count"])) + "\n")
     return "\n".join(parts)
 
 
@@ -155,10 +160,10 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         sections += ["## Robustness and calibration\n", evaluation_report.read_text()]
     if (model_dir / "evaluation" / "precision.json").exists():
         sections.append(precision_markdown(model_dir))
-    generalisation = model_dir / "evaluation" / "leave_one_source_out.md"
+    generalisation = model_dir / "evaluation" / "leave_one_family_out.md"
     if generalisation.exists():
         sections += ["## Generalisation to generators it never saw\n",
-                     "Leave-one-source-out runs of this model's recipe (`benchmarks/leave_one_source_out.py`): each "
+                     "Leave-one-family-out runs of this model's recipe (`benchmarks/leave_one_family_out.py`): each "
                      "run trains without one generator family and is tested on it alone.\n",
                      generalisation.read_text()]
     recipe = results.get("recipe")
@@ -166,8 +171,11 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         data, training, model = recipe["data"], recipe["training"], recipe["model"]
         sections += [
             "## Training\n",
-            f"- Data: `{data['data']}`" + (f", objects from `{data['objects_file']}`" if data.get("objects_file")
-                                           else ""),
+            "- Data: " + ", ".join(f"`{source}`" for source in as_list(data["data"]))
+            + (", objects from " + ", ".join(f"`{file}`" for file in as_list(data["objects_file"]))
+               if data.get("objects_file") else "")
+            + (f"; every (`{data['balance_by']}`, label) stratum drawn equally often" if data.get("balance_by")
+               else ""),
             f"- Split: validation {data['validation_size']}, test {data['test_size']} of every "
             f"{'(' + data['stratify_by'] + ', label)' if data.get('stratify_by') else 'label'} stratum, seed "
             f"{data['split_seed']}; sizes {results.get('split_sizes')}",
@@ -188,7 +196,7 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         "## Limitations\n",
         "- Generators the model never saw: detectors trained on a few generator families are known to fall towards "
         "chance on new ones. The per-source test table is in-distribution"
-        + (" only." if not generalisation.exists() else "; the leave-one-source-out table shows the drop."),
+        + (" only." if not generalisation.exists() else "; the leave-one-family-out table shows the drop."),
         "- Compression and resizing: re-encoding, downscaling and screenshots remove the traces a detector reads. "
         "Augmentations help but do not remove the effect.",
         "- Content shortcuts: when real and generated images differ in content or size within the training data, a "

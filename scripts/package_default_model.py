@@ -5,8 +5,8 @@ into its model card and README.md (run by `make default-model` after training).
 Steps: stage the repository folder into dualsight_hf/default_model (weights, config, code, plots, results); fit the
 temperature on the recipe's validation split and store it with an uncertain band; measure there whether bfloat16
 changes its answers and store the precision `--dtype auto` uses; evaluate on the recipe's test
-split under every degradation and the size / JPEG-quality shortcut check; copy the leave-one-source-out table
-(benchmarks/results/leave_one_source_out.json, from `make generalisation`) beside it; generate the model card; fill
+split under every degradation and the size / JPEG-quality shortcut check; copy the leave-one-family-out table
+(benchmarks/results/leave_one_family_out.json, from `make generalisation`) beside it; generate the model card; fill
 README.md's result blocks, the example predictions included.
 """
 
@@ -22,7 +22,7 @@ from dualsight_hf.evaluation import (
     EvaluationData,
     default_device_predictor,
     evaluate,
-    leave_one_source_out_markdown,
+    leave_one_family_out_markdown,
     write_report,
 )
 from dualsight_hf.hub import (
@@ -39,13 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "dualsight-hf/dualsight-mobilenetv2-real-vs-ai"
 CARD = {"base_model": "google/mobilenet_v2_1.0_224", "dataset_name": "real-vs-ai test split"}
 UNCERTAIN_BAND = 0.1
-GENERALISATION = REPO / "benchmarks" / "results" / "leave_one_source_out.json"
+GENERALISATION = REPO / "benchmarks" / "results" / "leave_one_family_out.json"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="outputs/default-model", help="the training output folder")
-    parser.add_argument("--data", default="../shared/data/real-vs-ai/manifest.csv")
     parser.add_argument("--docs-only", action="store_true", help="only rewrite the model card and README.md from "
                                                                 "what the shipped model folder already holds")
     args = parser.parse_args()
@@ -58,14 +57,13 @@ def measure(args) -> None:
     """Stage, calibrate, choose the precision and evaluate: everything that runs the model on the data."""
     stage_repo_folder(args.run, DEFAULT_MODEL_DIR, REPO_ID, **CARD)
     predictor = default_device_predictor(str(DEFAULT_MODEL_DIR))
-    data = EvaluationData(args.data, split="validation")
-    validation = data.load(predictor.model.config)
+    validation = EvaluationData.of_model(DEFAULT_MODEL_DIR, "validation", root=REPO).load(predictor.model.config)
     calibrate_model(predictor, validation, DEFAULT_MODEL_DIR, uncertain_band=UNCERTAIN_BAND)
     precision = choose_inference_dtype(DEFAULT_MODEL_DIR, validation)
     (DEFAULT_MODEL_DIR / "evaluation" / "precision.json").write_text(json.dumps(precision, indent=2))
 
     predictor = default_device_predictor(str(DEFAULT_MODEL_DIR))  # reload: the calibrated config
-    test = EvaluationData(args.data, split="test").load(predictor.model.config)
+    test = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO).load(predictor.model.config)
     perturbations = [p for name in DEFAULT_LEVELS for p in parse_perturbation(name)]
     result = evaluate(predictor, test, perturbations, group_by="source", check_shortcuts=True)
     write_report(result, DEFAULT_MODEL_DIR / "evaluation", title="Robustness and calibration on the test split")
@@ -74,8 +72,8 @@ def measure(args) -> None:
 def write_docs() -> None:
     """The model card and README.md's blocks, from the files in the model folder and the model's predictions."""
     if GENERALISATION.exists():
-        (DEFAULT_MODEL_DIR / "evaluation" / "leave_one_source_out.md").write_text(
-            leave_one_source_out_markdown(json.loads(GENERALISATION.read_text())))
+        (DEFAULT_MODEL_DIR / "evaluation" / "leave_one_family_out.md").write_text(
+            leave_one_family_out_markdown(json.loads(GENERALISATION.read_text())))
     build_model_card(DEFAULT_MODEL_DIR, REPO_ID, **CARD).save(DEFAULT_MODEL_DIR / "README.md")
 
     readme = REPO / "README.md"

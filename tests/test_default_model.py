@@ -91,7 +91,8 @@ def test_the_default_model_does_not_key_on_size_or_jpeg_quality():
     from dualsight_hf.evaluation import EvaluationData, default_device_predictor, shortcut_check
 
     predictor = default_device_predictor(None)
-    test = EvaluationData(str(shared_path("data", "real-vs-ai", "manifest.csv"))).load(predictor.model.config)
+    shared_path("data")
+    test = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO).load(predictor.model.config)
     check = shortcut_check(predictor, test, progress=False)
     assert check["auroc_gap"] <= 0.1 and check["accuracy_gap"] <= 0.1, check
     for metrics in check["arrangements"].values():

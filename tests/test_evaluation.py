@@ -45,6 +45,35 @@ def test_grouped_metrics_and_degradations_by_hand(small_manifest, model_dir):
     assert again["degradations"][0] == result["degradations"][0]  # deterministic
 
 
+def test_evaluation_data_of_a_model_follows_its_training_record(small_manifest, model_dir, tmp_path):
+    """The data sources and split settings that a model's all_results.json records are what `of_model` evaluates on
+    (relative paths from `root`); given data and settings replace them; without a record the data must be given."""
+    record = {"recipe": {"data": {"data": [small_manifest.name], "validation_size": 0.5, "test_size": 0.25,
+                                  "split_seed": 3, "stratify_by": None}}}
+    (model_dir / "all_results.json").write_text(json.dumps(record))
+    data = EvaluationData.of_model(model_dir, "validation", root=small_manifest.parent)
+    assert data.data == [str(small_manifest)] and data.split == "validation"
+    assert (data.validation_size, data.test_size, data.split_seed, data.stratify_by) == (0.5, 0.25, 3, None)
+    assert len(data.load(DualSightConfig.from_pretrained(model_dir))) == 6
+    other = EvaluationData.of_model(model_dir, data="other.csv", split_seed=9, test_size=None)
+    assert other.data == "other.csv" and other.split_seed == 9 and other.test_size == 0.25
+    with pytest.raises(ValueError, match="no training record"):
+        EvaluationData.of_model(tmp_path, "test")
+
+
+def test_evaluate_reads_several_manifests_together(small_manifest, model_dir, tmp_path, capsys):
+    second = tmp_path / "second"
+    second.mkdir()
+    random_image(48, 40, seed=7).save(second / "x.png")
+    (second / "manifest.csv").write_text("path,label,source\nx.png,real,c\n")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(small_manifest), str(second / "manifest.csv"),
+                 "--split", "all", "--perturb", "none", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["count"] == 13 and set(results["clean"]["by_source"]) == {"a", "b", "c"}
+    assert f"all split of {small_manifest.parent.name} + second" in (out / "report.md").read_text()
+
+
 def test_evaluate_and_calibrate_commands_write_reports(small_manifest, model_dir, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["evaluate", "--model", str(model_dir), "--data", str(small_manifest), "--split", "all",

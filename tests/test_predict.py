@@ -151,12 +151,13 @@ def test_two_processes_merge_one_output_without_duplicates_or_gaps(tiny_model_di
 
 
 def shared_split(name: str):
-    from dualsight_hf.data import encode_labels, load_examples, split_examples
-    from dualsight_hf import DualSightConfig, DEFAULT_MODEL_DIR
+    """One split of ../shared as the default model's training run made it."""
+    from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
+    from dualsight_hf.evaluation import EvaluationData
 
-    manifest = shared_path("data", "real-vs-ai", "manifest.csv")
-    table = encode_labels(load_examples(str(manifest)), DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
-    return split_examples(table, 0.15, 0.15, 42, "source")[name]
+    shared_path("data")
+    return EvaluationData.of_model(DEFAULT_MODEL_DIR, name, root=REPO).load(
+        DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
 
 
 def test_auto_precision_does_not_change_the_answers():
