@@ -21,12 +21,18 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 from .images import IMAGE_SUFFIXES, ImageLoadError, load_image
+from .loading import first_line
 
 #: Folder and manifest label spellings that mean the default classes.
 LABEL_ALIASES = {
     "fake": "ai_generated", "ai": "ai_generated", "ai-generated": "ai_generated", "generated": "ai_generated",
     "synthetic": "ai_generated", "ai_generated": "ai_generated", "real": "real", "human": "real", "photo": "real",
 }
+
+
+class DataSourceError(ValueError):
+    """Examples cannot be read as asked (no such file, a missing column, an unknown label, ...): `str(error)` is one
+    line naming the source and the cause."""
 
 
 def _parse_objects(value):
@@ -53,7 +59,7 @@ def read_manifest(path: str) -> datasets.Dataset:
     table = datasets.load_dataset(builder, data_files=str(path), split="train", keep_in_memory=True)
     missing = {"path", "label"} - set(table.column_names)
     if missing:
-        raise ValueError(f"{path}: manifest lacks the column(s) {', '.join(sorted(missing))}")
+        raise DataSourceError(f"{path}: manifest lacks the column(s) {', '.join(sorted(missing))}")
     root = path.parent
 
     def resolve(example):
@@ -77,7 +83,7 @@ def read_image_folder(root: str) -> datasets.Dataset:
                 rows["label"].append(class_dir.name)
                 rows["path"].append(str(file.relative_to(root)))
     if not rows["image"]:
-        raise ValueError(f"{root}: no class sub-folders with images found")
+        raise DataSourceError(f"{root}: no class sub-folders with images found")
     return datasets.Dataset.from_dict(rows)
 
 
@@ -102,7 +108,7 @@ def read_hub_dataset(name: str, split: str = "train", image_column: str = "image
         table = datasets.load_dataset(name, split=split, **load_kwargs)
     for column in (image_column, label_column):
         if column is not None and column not in table.column_names:
-            raise ValueError(f"{name}: no column '{column}' (columns: {', '.join(table.column_names)})")
+            raise DataSourceError(f"{name}: no column '{column}' (columns: {', '.join(table.column_names)})")
     if label_column is not None:
         labels = table[label_column]
         if isinstance(table.features[label_column], datasets.ClassLabel):
@@ -158,7 +164,7 @@ def load_examples(data: str | Sequence[str], split: str = "train", image_column:
     """
     sources = as_list(data)
     if not sources:
-        raise ValueError("no data source given")
+        raise DataSourceError("no data source given")
     tables = [read_source(source, split, image_column, label_column) for source in sources]
     table = tables[0] if len(tables) == 1 else concatenate_sources(tables, sources)
     objects_files = as_list(objects_file)
@@ -173,9 +179,16 @@ def read_source(data: str, split: str = "train", image_column: str = "image",
     path = Path(data)
     if path.is_dir() and not _is_saved_dataset(path):
         return read_image_folder(data)
-    if path.suffix.lower() in (".csv", ".json", ".jsonl") and path.is_file():
+    if path.suffix.lower() in (".csv", ".json", ".jsonl"):
+        if not path.is_file():
+            raise DataSourceError(f"{data}: no such manifest file")
         return read_manifest(data)
-    return read_hub_dataset(data, split=split, image_column=image_column, label_column=label_column)
+    if not path.exists() and str(data).startswith((".", "/", "~")):
+        raise DataSourceError(f"{data}: no such folder")
+    try:
+        return read_hub_dataset(data, split=split, image_column=image_column, label_column=label_column)
+    except (OSError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise DataSourceError(f"{data}: cannot load the dataset ({first_line(error)})") from error
 
 
 def concatenate_sources(tables: list[datasets.Dataset], names: list[str]) -> datasets.Dataset:
@@ -190,7 +203,7 @@ def concatenate_sources(tables: list[datasets.Dataset], names: list[str]) -> dat
     for name, table in zip(names, tables):
         for path in table["path"] if "path" in table.column_names else []:
             if path in seen:
-                raise ValueError(f"path '{path}' is in both {seen[path]} and {name}: give each source's files "
+                raise DataSourceError(f"path '{path}' is in both {seen[path]} and {name}: give each source's files "
                                  "distinct relative paths")
             seen[path] = name
     columns = list(dict.fromkeys(column for table in tables for column in table.column_names))
@@ -203,13 +216,13 @@ def concatenate_sources(tables: list[datasets.Dataset], names: list[str]) -> dat
     try:
         return datasets.concatenate_datasets(aligned)
     except ValueError as error:
-        raise ValueError(f"cannot combine the data sources {', '.join(names)}: {error}") from None
+        raise DataSourceError(f"cannot combine the data sources {', '.join(names)}: {error}") from None
 
 
 def merge_objects(table: datasets.Dataset, objects_file: str | Sequence[str]) -> datasets.Dataset:
     """Add (or replace) the `objects` column from `path,objects` CSV file(s); rows they do not list stay unknown."""
     if "path" not in table.column_names:
-        raise ValueError("merging an objects file needs a 'path' column to match rows by")
+        raise DataSourceError("merging an objects file needs a 'path' column to match rows by")
     by_path = {}
     for file in as_list(objects_file):
         labels = datasets.load_dataset("csv", data_files=str(file), split="train", keep_in_memory=True)
@@ -234,7 +247,7 @@ def encode_labels(table: datasets.Dataset, config) -> datasets.Dataset:
         key = name.lower()
         key = key if key in label2id else LABEL_ALIASES.get(key, key)
         if key not in label2id:
-            raise ValueError(f"label '{name}' is not one of the model's labels {sorted(config.label2id)}")
+            raise DataSourceError(f"label '{name}' is not one of the model's labels {sorted(config.label2id)}")
         return label2id[key]
 
     ids = {name: label_id(name) for name in set(table["label"])}
@@ -292,11 +305,11 @@ def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_
     held_out = set()
     if holdout_column is not None:
         if holdout_column not in table.column_names:
-            raise ValueError(f"no column '{holdout_column}' to hold out by")
+            raise DataSourceError(f"no column '{holdout_column}' to hold out by")
         wanted = {value.strip() for value in str(holdout_value).split(",")}
         present = {str(value) for value in table[holdout_column]}
         if wanted - present:
-            raise ValueError(f"no row has {holdout_column} = {', '.join(sorted(wanted - present))}")
+            raise DataSourceError(f"no row has {holdout_column} = {', '.join(sorted(wanted - present))}")
         held_out = {i for i, value in enumerate(table[holdout_column]) if str(value) in wanted}
     strata = {}
     for index, key in enumerate(keys):
@@ -349,7 +362,7 @@ def balancing_weights(table: datasets.Dataset, balance_by: str | None) -> list[f
         `list[float]`: one weight per example, summing to 1.
     """
     if balance_by is not None and balance_by not in table.column_names:
-        raise ValueError(f"no column '{balance_by}' to balance the training examples by")
+        raise DataSourceError(f"no column '{balance_by}' to balance the training examples by")
     plain = table.with_format(None)
     keys = plain["label"] if balance_by is None else list(zip(plain[balance_by], plain["label"]))
     sizes = {}

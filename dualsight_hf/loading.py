@@ -7,6 +7,12 @@ from transformers import AutoModelForImageClassification
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (transformers' and datasets' run over several), or its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class ModelLoadError(OSError):
     """A model cannot be loaded; `str(error)` is one line naming the model and the cause."""
 
@@ -50,5 +56,4 @@ def load_model(name_or_path: str, allow_pickle: bool = False, **kwargs):
                 f"{name_or_path}: no safetensors weights found; pass allow_pickle=True (--allow-pickle) to accept "
                 "pickle weights if you trust the source"
             ) from error
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{name_or_path}: cannot load the model ({cause})") from error
+        raise ModelLoadError(f"{name_or_path}: cannot load the model ({first_line(error)})") from error

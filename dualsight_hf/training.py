@@ -6,6 +6,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import huggingface_hub
 import torch
 import transformers
 from torch.utils.data import WeightedRandomSampler
@@ -18,14 +19,14 @@ from transformers import (
 )
 
 from .configuration import DEFAULT_AUTHENTICITY_LABELS, DualSightConfig
-from .data import AugmentationSettings, ImageTransform, balancing_weights, collate, drop_unreadable, encode_labels, \
-    load_examples, split_examples
-from .loading import load_model
+from .data import AugmentationSettings, DataSourceError, ImageTransform, balancing_weights, collate, drop_unreadable, \
+    encode_labels, load_examples, split_examples
+from .loading import ModelLoadError, first_line, load_model
 from .machine import describe_machine
 from .metrics import DualSightMetrics, authenticity_metrics, grouped_authenticity_metrics, object_metrics
 from .modeling import DualSightForImageClassification
 from .plots import plot_confusion_matrix, plot_reliability_diagram, plot_roc_curve, plot_training_curves
-from .processing import image_processor_for_model, load_image_processor
+from .processing import load_image_processor
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,17 @@ def read_object_labels(spec: str | None, examples) -> dict[int, str] | None:
     return dict(enumerate(loaded))
 
 
+def from_backbone(backbone: str, **kwargs) -> DualSightForImageClassification:
+    """`DualSightForImageClassification.from_backbone`, with a one-line `ModelLoadError` when the backbone cannot be
+    loaded (no such folder, or a Hub id that cannot be reached offline)."""
+    if not Path(backbone).exists() and str(backbone).startswith((".", "/", "~")):
+        raise ModelLoadError(f"{backbone}: no such backbone folder")
+    try:
+        return DualSightForImageClassification.from_backbone(backbone, **kwargs)
+    except OSError as error:
+        raise ModelLoadError(f"{backbone}: cannot load the backbone ({first_line(error)})") from error
+
+
 def build_model(model_args: ModelArguments, examples):
     """The model and its image processor, as `ModelArguments` describes them."""
     if model_args.artifact_stream is not None and (model_args.model_name_or_path or model_args.config):
@@ -179,13 +191,13 @@ def build_model(model_args: ModelArguments, examples):
         return model, load_image_processor(model_args.model_name_or_path)
     if model_args.config:
         config = DualSightConfig.from_pretrained(model_args.config)
-        model = (DualSightForImageClassification.from_backbone(model_args.backbone, config=config)
-                 if model_args.backbone else DualSightForImageClassification(config))
+        model = (from_backbone(model_args.backbone, config=config) if model_args.backbone
+                 else DualSightForImageClassification(config))
         return model, load_image_processor(model_args.config)
     if not model_args.backbone:
         raise ValueError("give --model_name_or_path (a DualSight model), --config (a DualSight config) or "
                          "--backbone (a pretrained vision model)")
-    model = DualSightForImageClassification.from_backbone(
+    model = from_backbone(
         model_args.backbone,
         id2label=dict(enumerate(model_args.labels)),
         object_id2label=read_object_labels(model_args.object_labels, examples),
@@ -196,16 +208,17 @@ def build_model(model_args: ModelArguments, examples):
         unfrozen_backbone_stages=model_args.unfrozen_backbone_stages,
         artifact_stream=model_args.artifact_stream,
     )
-    try:
-        semantic_processor = load_image_processor(model_args.backbone)
-    except OSError:
-        semantic_processor = None
-    return model, image_processor_for_model(model.config, semantic_processor)
+    return model, model.image_processor
 
 
 def parse_arguments(argv: list[str] | None = None):
     """`(ModelArguments, DataArguments, TrainingArguments)` from the command line or one JSON/YAML file."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    for action in parser._actions:
+        if action.dest == "remove_unused_columns":
+            action.default = False
+            action.help = ("Always False here (the default): the on-the-fly image transforms read the dataset's "
+                           "image column, which Trainer would otherwise drop as unused.")
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
@@ -226,6 +239,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     Returns:
         `dict`: the content of `all_results.json`.
     """
+    # The on-the-fly transforms read the image column, which Trainer would otherwise drop as an unused column.
+    training_args.remove_unused_columns = False
     set_seed(training_args.seed)
     examples = load_examples(data_args.data, data_args.dataset_split, data_args.image_column,
                              data_args.label_column, data_args.objects_file)
@@ -328,9 +343,16 @@ def evaluate_split(trainer: Trainer, split, group_column: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `train.py` and `dualsight train`."""
+    """Entry point of `train.py` and `dualsight train`: a model or data source that cannot be read ends in one line
+    on stderr (`train: error: ...`) and exit status 2."""
     model_args, data_args, training_args = parse_arguments(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
-    train(model_args, data_args, training_args)
+    # an unreachable Hub id ends in one line below, not in one warning per connection retry
+    huggingface_hub.utils.logging.set_verbosity_error()
+    try:
+        train(model_args, data_args, training_args)
+    except (ModelLoadError, DataSourceError) as error:
+        print(f"train: error: {error}", file=sys.stderr)
+        return 2
     return 0

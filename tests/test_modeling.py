@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForImageClassification
 
-from conftest import TINY_BACKBONES, shared_path, tiny_config
+from conftest import TINY_BACKBONES, random_image, shared_path, tiny_config
 from dualsight_hf import DualSightForImageClassification, DualSightImageClassifierOutput
 from dualsight_hf.modeling import pooled_feature_size
 
@@ -134,6 +134,29 @@ def test_from_backbone_loads_pretrained_weights_offline():
     # TensorFlow-style BatchNorm momentum (0.997) is converted to PyTorch's meaning
     momenta = {m.momentum for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert momenta and max(momenta) < 0.5
+
+
+def test_a_model_from_a_backbone_saves_a_complete_folder(tmp_path):
+    """from_backbone -> save_pretrained -> load_pipeline works as written: the folder gets the backbone's processor
+    settings (wrapped for the artifact stream); a folder without a processor is refused in one line that says what
+    to add."""
+    from dualsight_hf import load_pipeline
+    from dualsight_hf.loading import ModelLoadError
+    from transformers import AutoImageProcessor
+
+    path = shared_path("weights", "mobilenet-v2-1.0-224-imagenet")
+    model = DualSightForImageClassification.from_backbone(str(path), artifact_stream={"crop_size": 32})
+    model.save_pretrained(tmp_path / "new")
+    stock = AutoImageProcessor.from_pretrained(path, backend="pil")
+    saved = AutoImageProcessor.from_pretrained(tmp_path / "new")
+    assert saved.semantic.to_dict() | {"image_processor_type": None} == stock.to_dict() | {"image_processor_type": None}
+    assert saved.artifact_crop_size == 32
+    result = load_pipeline(tmp_path / "new")(random_image(64, 48))
+    assert sorted(r["label"] for r in result) == ["ai_generated", "real"]
+    (tmp_path / "new" / "preprocessor_config.json").unlink()
+    with pytest.raises(ModelLoadError, match="no preprocessor_config.json; save the model's image processor") as error:
+        load_pipeline(tmp_path / "new")
+    assert "\n" not in str(error.value)
 
 
 ARTIFACT = {"channels": [4, 8], "crop_size": 16, "crops_per_side": 2}

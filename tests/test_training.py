@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from transformers import TrainingArguments
 
-from conftest import REPO, save_tiny_model
+from conftest import REPO, save_tiny_model, shared_path
 from dualsight_hf.training import DataArguments, ModelArguments, parse_arguments, train
 
 
@@ -171,6 +171,43 @@ def test_balanced_sampling_draws_each_stratum_alike(separable_folder, start_mode
     assert len(drawn) == 50 * len(table) and 0.45 < small < 0.55  # 8 of 48 examples, half of the draws
     plain = DualSightTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=table)
     assert sorted(plain._get_train_sampler()) == list(range(len(table)))
+
+
+def test_the_readme_train_command_runs_as_written(separable_folder, tmp_path, capsys):
+    """The README's first train command, without --remove_unused_columns: the script keeps the image column itself,
+    and the run's folder is complete (the backbone's processor saved beside the model)."""
+    from dualsight_hf import load_pipeline
+    from dualsight_hf.training import main
+
+    backbone = shared_path("weights", "mobilenet-v2-1.0-224-imagenet")
+    assert main(["--backbone", str(backbone), "--data", str(separable_folder), "--output_dir", str(tmp_path / "out"),
+                 "--num_train_epochs", "1", "--max_train_samples", "8", "--report_to", "none", "--use_cpu"]) == 0
+    assert (tmp_path / "out" / "preprocessor_config.json").exists()
+    assert len(load_pipeline(tmp_path / "out")(str(separable_folder / "real" / "0.png"))) == 2
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("--backbone", "microsoft/resnet-50", "microsoft/resnet-50: cannot load the backbone"),
+    ("--backbone", "./no-such-backbone", "./no-such-backbone: no such backbone folder"),
+    ("--data", "./no-such-folder", "./no-such-folder: no such folder"),
+    ("--data", "missing.csv", "missing.csv: no such manifest file"),
+])
+def test_what_cannot_be_read_ends_in_one_line(argument, value, message, separable_folder, tmp_path, capsys,
+                                              monkeypatch):
+    """A backbone or data source that cannot be read (a Hub id offline included) ends in one line on stderr and
+    exit status 2, before any training starts."""
+    import huggingface_hub
+
+    from dualsight_hf.training import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    arguments = {"--backbone": str(shared_path("weights", "mobilenet-v2-1.0-224-imagenet")),
+                 "--data": str(separable_folder), argument: value}
+    argv = [word for pair in arguments.items() for word in pair] + ["--output_dir", str(tmp_path / "out")]
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train: error:")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_two_process_launch_splits_the_data(separable_folder, start_model, tmp_path):
