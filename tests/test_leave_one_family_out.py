@@ -70,3 +70,20 @@ def test_table(benchmark):
     assert "| &nbsp;&nbsp;a | 2 | 0.500 / 0.500 / 0.600 | 0.500 / 0.700 / 0.800 | |" in table
     assert "| **mean held-out balanced accuracy / AUROC** | | **0.500 / 0.600** | **0.600 / 0.650** |" in table
     assert "For the default model: **balanced**" in table
+
+
+def test_readme_and_card_show_the_recorded_table(benchmark):
+    """The table in the README and in the default model's card is the one the recorded runs produce, and the
+    recipe of the shipped model is the variant that table chose."""
+    import json
+
+    from dualsight_hf import DEFAULT_MODEL_DIR
+
+    report = json.loads((REPO / "benchmarks" / "results" / "leave_one_family_out.json").read_text())
+    table = leave_one_family_out_markdown(report)
+    assert table in (REPO / "README.md").read_text()
+    assert table in (DEFAULT_MODEL_DIR / "README.md").read_text()
+    assert set(report["runs"]) == set(benchmark.FAMILIES)
+    recipe = yaml.safe_load((REPO / report["recipe"]).read_text())
+    chosen = benchmark.VARIANTS[report["chosen_variant"]]
+    assert {key: recipe.get(key) for key in chosen} == chosen
