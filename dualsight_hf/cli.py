@@ -4,6 +4,7 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from .images import ImageLoadError
@@ -243,17 +244,16 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-model", default=None, help="Hub id of the pretrained backbone")
     parser.add_argument("--dry-run", action="store_true", help="write the folder that would be uploaded and list "
                                                                "it; no network")
-    parser.add_argument("--out", default=None, help="staging folder (default: a hub-staging/ folder beside "
-                                                    "model_dir)")
+    parser.add_argument("--out", default=None, help="staging folder (default: a new temporary folder, kept after "
+                                                    "a dry run and removed after an upload)")
 
 
 def run_push(args) -> int:
     from .hub import push_model, stage_repo_folder
 
-    staging = Path(args.out) if args.out else Path(args.model_dir).resolve().parent / "hub-staging" / \
-        args.repo_id.replace("/", "--")
     card = {"license": args.license, "datasets": args.dataset, "base_model": args.base_model}
     if args.dry_run:
+        staging = Path(args.out or tempfile.mkdtemp(prefix=f"dualsight-{args.repo_id.replace('/', '--')}-"))
         files = stage_repo_folder(args.model_dir, staging, args.repo_id, **card)
         width = max(len(name) for name, _ in files)
         for name, size in files:
@@ -261,8 +261,9 @@ def run_push(args) -> int:
         print(f"{len(files)} files, {sum(size for _, size in files):,d} bytes in {staging} (dry run: nothing "
               "uploaded)")
         return 0
-    commit = push_model(args.model_dir, args.repo_id, staging, private=args.private, branch=args.branch,
-                        commit_message=args.commit_message, token=args.token, **card)
+    with tempfile.TemporaryDirectory(prefix="dualsight-hub-staging-") as temporary:
+        commit = push_model(args.model_dir, args.repo_id, args.out or temporary, private=args.private,
+                            branch=args.branch, commit_message=args.commit_message, token=args.token, **card)
     print(commit.commit_url)
     return 0
 

@@ -149,7 +149,7 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         "outputs = model(**processor(images, return_tensors=\"pt\"))  # outputs.logits, outputs.object_logits\n```\n",
         "Fine-tune on your own images (one sub-folder per class, or a CSV manifest) with `Trainer`:\n",
         f"```bash\npython train.py --model_name_or_path {repo_id} --data my_images/ --output_dir out "
-        "--num_train_epochs 3 --remove_unused_columns False --eval_strategy epoch --save_strategy epoch\n```\n",
+        "--num_train_epochs 3 --eval_strategy epoch --save_strategy epoch\n```\n",
     ]
     if test:
         sections += ["## Evaluation\n",

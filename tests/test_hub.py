@@ -2,6 +2,8 @@
 folder as a Hub user would (offline cache, no dualsight_hf importable)."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,13 +43,29 @@ def test_dry_run_writes_exactly_the_repository_folder(trained_dir, tmp_path, cap
     listed = capsys.readouterr().out
     files = {p.name for p in out.rglob("*") if p.is_file()}
     assert files == {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
-                     "configuration.py", "modeling.py", "pipeline.py", "images.py", "artifacts.py", "all_results.json",
-                     "confusion_matrix.png"}
+                     "configuration.py", "modeling.py", "pipeline.py", "images.py", "artifacts.py",
+                     "image_processing.py", "all_results.json", "confusion_matrix.png"}
     for name in files:
         assert name in listed
     assert f"{(out / 'model.safetensors').stat().st_size:,d} bytes" in listed
     config = json.loads((out / "config.json").read_text())
     assert "auto_map" in config and "custom_pipelines" in config
+
+
+def test_dry_run_stages_outside_the_model_and_the_package(trained_dir, capsys):
+    """Without --out the dry run stages into a new temporary folder, never beside the model or inside the package."""
+    import tempfile
+
+    import dualsight_hf
+
+    assert main(["push", str(trained_dir), "org/tiny", "--dry-run"]) == 0
+    staging = Path(capsys.readouterr().out.strip().splitlines()[-1].split(" bytes in ")[1].split(" (dry run")[0])
+    try:
+        assert staging.is_relative_to(tempfile.gettempdir()) and (staging / "config.json").exists()
+        assert not list(trained_dir.parent.glob("hub-staging*"))
+        assert not list(Path(dualsight_hf.__file__).parent.glob("hub-staging*"))
+    finally:
+        shutil.rmtree(staging)
 
 
 def test_model_card_metadata_and_results_come_from_the_run(trained_dir, tmp_path):
