@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
-from dualsight_hf.data import image_source
+from dualsight_hf.images import image_source
 from dualsight_hf.evaluation import EvaluationData
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.images import load_image

@@ -3,8 +3,11 @@
 import argparse
 import csv
 import json
+import os
+import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from .images import ImageLoadError
@@ -350,19 +353,39 @@ def _add_evaluate(subparsers):
     parser.add_argument("--group-by", default="source", help="column to report metrics by")
     parser.add_argument("--no-shortcut-check", dest="shortcut_check", action="store_false",
                         help="skip the check that swaps image size and JPEG quality between the classes")
+    parser.add_argument("--quick", action="store_true", help="a first look: the clean pass and JPEG 75, downscale "
+                                                             "0.5 and blur 1 only, no shortcut check")
+    parser.add_argument("--resume", action="store_true", help="keep the passes an interrupted run of the same "
+                                                              "model and data already wrote to OUT/passes")
     parser.add_argument("--out", default="evaluation", help="report folder")
     parser.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
+    from . import DEFAULT_MODEL_DIR
     from .degradations import DEFAULT_LEVELS, parse_perturbation
-    from .evaluation import default_device_predictor, evaluate, write_report
+    from .evaluation import QUICK_PERTURBATIONS, default_device_predictor, evaluate, write_report
 
-    specs = args.perturb or list(DEFAULT_LEVELS)
-    perturbations = [] if specs == ["none"] else [p for spec in specs for p in parse_perturbation(spec)]
+    if args.quick:
+        perturbations, args.shortcut_check = list(QUICK_PERTURBATIONS), False
+    else:
+        specs = args.perturb or list(DEFAULT_LEVELS)
+        perturbations = [] if specs == ["none"] else [p for spec in specs for p in parse_perturbation(spec)]
     predictor = default_device_predictor(args.model, args.batch_size)
     examples = _evaluation_data(args, args.split).load(predictor.model.config)
-    result = evaluate(predictor, examples, perturbations, args.group_by, check_shortcuts=args.shortcut_check)
+    passes = Path(args.out) / "passes"
+    run = {"model": str(Path(args.model or DEFAULT_MODEL_DIR).resolve()), "data": [str(Path(d).resolve()) for d in
+           args.data], "split": args.split, "images": [str(image) for image in examples.with_format(None)["image"]]}
+    recorded = passes / "run.json"
+    if args.resume and recorded.exists() and json.loads(recorded.read_text()) != run:
+        raise SystemExit(f"dualsight: error: {passes} holds passes of another model, data or split; run without "
+                         "--resume to start again")
+    if not args.resume and passes.exists():
+        shutil.rmtree(passes)
+    passes.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(run))
+    result = evaluate(predictor, examples, perturbations, args.group_by, check_shortcuts=args.shortcut_check,
+                      passes_dir=passes)
     names = " + ".join(Path(data).parent.name if Path(data).is_file() else Path(data).name for data in args.data)
     out = write_report(result, args.out, title=f"Evaluation on the {args.split} split of {names}")
     print((out / "report.md").read_text())
@@ -448,6 +471,8 @@ def _run_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualsight", description="DualSight: AI-generated vs real images, and "
                                                                    "the objects in them")
+    parser.add_argument("--verbose", action="store_true", help="show the libraries' own logs, warnings and "
+                                                               "progress bars (model loading, dataset mapping)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_predict(subparsers)
     _add_pseudo_label(subparsers)
@@ -462,6 +487,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """What a command prints is its own output and progress: the logs, warnings and progress bars of the libraries
+    underneath (transformers' weight loading, huggingface_hub's retries, datasets' map bars, torch and torchao
+    warnings) are silenced; `dualsight --verbose ...` keeps them."""
+    import huggingface_hub
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -470,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
         args.argv = argv
+        if not args.verbose:
+            quiet_libraries()
     try:
         return args.func(args)
     except (ImageLoadError, ModelLoadError, QuantizationError, FileNotFoundError) as error:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from .images import IMAGE_SUFFIXES, ImageLoadError, load_image
+from .images import IMAGE_SUFFIXES, ImageLoadError, image_source, load_image
 from .loading import first_line
 
 #: Folder and manifest label spellings that mean the default classes.
@@ -503,13 +503,6 @@ class ImageTransform:
             if key in batch:
                 out["labels" if key == "label" else key] = batch[key]
         return out
-
-
-def image_source(item):
-    """A path, bytes or PIL image from a dataset cell (`datasets.Image(decode=False)` cells are dicts)."""
-    if isinstance(item, dict):
-        return item.get("bytes") or item.get("path")
-    return item
 
 
 def drop_unreadable(table: datasets.Dataset, num_proc: int | None = None) -> tuple[datasets.Dataset, list[str]]:

@@ -9,9 +9,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .calibration import band_coverage
-from .data import as_list, drop_unreadable, encode_labels, image_source, load_examples, split_examples
+from .data import as_list, drop_unreadable, encode_labels, load_examples, split_examples
 from .degradations import degrade
-from .images import load_image
+from .images import image_source, load_image
 from .machine import machine_line
 from .metrics import authenticity_metrics, softmax
 
@@ -92,20 +92,24 @@ class EvaluationData:
 
 
 def collect_logits(predictor, examples, condition: tuple[str, float] | None = None, progress: bool = True,
-                   description: str = "evaluating", by_label: dict | None = None) -> np.ndarray:
+                   description: str = "evaluating", by_label: dict | None = None, bar=None) -> np.ndarray:
     """
     Authenticity logits of every example, after applying `condition` (`(name, level)`) to each image, or with
     `by_label`, the degradations listed for the example's label (`{label id: [(name, level), ...]}`), in order.
+    A `bar` (a `tqdm` shared by several passes) is advanced per image instead of a bar of this pass's own.
     """
     rows, batch = [], []
     images = examples.with_format(None)["image"]
     labels = examples.with_format(None)["label"] if by_label else None
+    own_bar = bar is None
+    bar = tqdm(total=len(images), desc=description, unit="img", disable=not progress, leave=False) if own_bar else bar
 
     def flush():
         rows.append(predictor.forward(predictor.preprocess(batch))[0].numpy())
+        bar.update(len(batch))
         batch.clear()
 
-    for index, source in enumerate(tqdm(images, desc=description, unit="img", disable=not progress, leave=False)):
+    for index, source in enumerate(images):
         image = load_image(image_source(source))
         for name, level in ([condition] if condition else []) + (by_label.get(labels[index], []) if by_label else []):
             image = degrade(image, name, level, seed=index)
@@ -114,6 +118,8 @@ def collect_logits(predictor, examples, condition: tuple[str, float] | None = No
             flush()
     if batch:
         flush()
+    if own_bar:
+        bar.close()
     return np.concatenate(rows) if rows else np.zeros((0, predictor.model.config.num_labels))
 
 
@@ -128,12 +134,25 @@ def _decision_accuracy(probabilities: np.ndarray, labels: np.ndarray, threshold:
 SHORTCUT_TREATMENTS = {"small, JPEG 60": [("resize", 0.5), ("jpeg", 60)], "native size, JPEG 95": [("jpeg", 95)]}
 
 
-def shortcut_check(predictor, examples, progress: bool = True) -> dict:
+def shortcut_arrangements() -> dict:
+    """The two arrangements of the shortcut check: name -> the treatments of each class (`{label id: [...]}`)."""
+    (small, small_steps), (native, native_steps) = SHORTCUT_TREATMENTS.items()
+    return {f"real {small} / AI {native}": {0: small_steps, 1: native_steps},
+            f"real {native} / AI {small}": {0: native_steps, 1: small_steps}}
+
+
+def shortcut_check(predictor, examples, progress: bool = True, logits: dict | None = None) -> dict:
     """
     Does the model key on image size or JPEG quality? Two-class models only. The examples are scored twice: once
     with the real images made smaller and more compressed than the AI-generated ones (`SHORTCUT_TREATMENTS`), once
     with the treatments swapped. A model that reads the image itself scores both alike; one that keys on size or
     compression gains in one arrangement what it loses in the other.
+
+    Args:
+        predictor ([`Predictor`]), examples (`datasets.Dataset`): the model and the labelled examples.
+        progress (`bool`, *optional*, defaults to `True`): progress bars.
+        logits (`dict`, *optional*): the raw logits of each arrangement (`shortcut_arrangements`), when already
+            scored (as `evaluate` does); else they are scored here.
 
     Returns:
         `dict`: per arrangement the AUROC and the accuracy at the model's threshold, and `auroc_gap` and
@@ -142,12 +161,11 @@ def shortcut_check(predictor, examples, progress: bool = True) -> dict:
     config = predictor.model.config
     labels = np.asarray(examples.with_format(None)["label"])
     threshold = config.decision_threshold or 0.5
-    (small, small_steps), (native, native_steps) = SHORTCUT_TREATMENTS.items()
     result = {}
-    for name, by_label in ((f"real {small} / AI {native}", {0: small_steps, 1: native_steps}),
-                           (f"real {native} / AI {small}", {0: native_steps, 1: small_steps})):
-        logits = collect_logits(predictor, examples, progress=progress, description=name, by_label=by_label)
-        calibrated = logits / config.temperature
+    for name, by_label in shortcut_arrangements().items():
+        raw = logits[name] if logits else collect_logits(predictor, examples, progress=progress, description=name,
+                                                         by_label=by_label)
+        calibrated = raw / config.temperature
         result[name] = {"auroc": authenticity_metrics(calibrated, labels)["auroc"],
                         "accuracy_at_threshold": _decision_accuracy(softmax(calibrated), labels, threshold)}
     first, second = (result[name] for name in list(result))
@@ -155,18 +173,38 @@ def shortcut_check(predictor, examples, progress: bool = True) -> dict:
             "accuracy_gap": abs(first["accuracy_at_threshold"] - second["accuracy_at_threshold"])}
 
 
+#: `dualsight evaluate --quick`: the clean pass and one level each of the commonest degradations, no shortcut check
+QUICK_PERTURBATIONS = [("jpeg", 75.0), ("downscale", 0.5), ("blur", 1.0)]
+
+
+def evaluation_passes(perturbations: list[tuple[str, float]], check_shortcuts: bool) -> dict:
+    """Every pass over the examples that an evaluation makes, in order: name -> `(condition, by_label)`."""
+    passes = {"clean": (None, None)}
+    passes.update({f"{name} {level:g}": ((name, level), None) for name, level in perturbations})
+    if check_shortcuts:
+        passes.update({name: (None, by_label) for name, by_label in shortcut_arrangements().items()})
+    return passes
+
+
 def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_by: str | None = None,
-             progress: bool = True, check_shortcuts: bool = False) -> dict:
+             progress: bool = True, check_shortcuts: bool = False, passes_dir=None) -> dict:
     """
     Metrics of the authenticity head on `examples`, clean and under each degradation.
+
+    One progress bar covers every pass (clean, each degradation, the two shortcut arrangements) with its estimate of
+    the time left; after the first batch the expected duration of the whole evaluation is printed.
 
     Args:
         predictor ([`Predictor`]): the model (its config's temperature, threshold and band are used).
         examples (`datasets.Dataset`): rows with `image` and an encoded `label`.
         perturbations (`list[tuple[str, float]]`): `(name, level)` pairs, see `degradations.parse_perturbation`.
         group_by (`str`, *optional*): column to break the clean metrics down by (e.g. `source`).
-        progress (`bool`, *optional*, defaults to `True`): progress bars.
+        progress (`bool`, *optional*, defaults to `True`): progress bar and duration estimate.
         check_shortcuts (`bool`, *optional*, defaults to `False`): also run [`shortcut_check`] (two-class models).
+        passes_dir (`str` or `Path`, *optional*): a folder where each finished pass's logits are written at once
+            (`<pass>.npy`); a pass whose file is there is read instead of scored again, so an interrupted evaluation
+            resumes where it stopped. The caller makes sure the folder belongs to the same model and examples
+            (see `dualsight evaluate --resume`).
 
     Returns:
         `dict` with `clean` (raw and calibrated metrics, per group), `degradations` (accuracy at the model's
@@ -176,9 +214,11 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
     config = predictor.model.config
     labels = np.asarray(examples.with_format(None)["label"])
     threshold = config.decision_threshold or 0.5
-    logits = collect_logits(predictor, examples, progress=progress, description="clean")
-    calibrated = logits / config.temperature
-    clean = {"raw": authenticity_metrics(logits, labels), "calibrated": authenticity_metrics(calibrated, labels)}
+    passes = evaluation_passes(perturbations, check_shortcuts and config.num_labels == 2)
+    logits = score_passes(predictor, examples, passes, passes_dir, progress)
+    calibrated = logits["clean"] / config.temperature
+    clean = {"raw": authenticity_metrics(logits["clean"], labels),
+             "calibrated": authenticity_metrics(calibrated, labels)}
     clean["calibrated"]["accuracy_at_threshold"] = _decision_accuracy(softmax(calibrated), labels, threshold)
     if group_by and group_by in examples.column_names:
         groups = np.asarray(examples.with_format(None)[group_by])
@@ -190,8 +230,7 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
         }
     degradations = []
     for name, level in perturbations:
-        degraded = collect_logits(predictor, examples, (name, level), progress, f"{name} {level:g}") / \
-            config.temperature
+        degraded = logits[f"{name} {level:g}"] / config.temperature
         metrics = authenticity_metrics(degraded, labels)
         degradations.append({"degradation": name, "level": level, "auroc": metrics["auroc"],
                              "accuracy_at_threshold": _decision_accuracy(softmax(degraded), labels, threshold),
@@ -204,10 +243,52 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
         result["uncertain_band"] = [band_coverage(positive, labels, threshold, band)
                                     for band in sorted({0.0, 0.05, 0.1, 0.2, config.uncertain_band})]
         if check_shortcuts:
-            result["shortcut_check"] = shortcut_check(predictor, examples, progress)
-        result["raw_logits"] = logits.tolist()
+            result["shortcut_check"] = shortcut_check(predictor, examples, progress, logits=logits)
+        result["raw_logits"] = logits["clean"].tolist()
         result["labels"] = labels.tolist()
     return result
+
+
+def score_passes(predictor, examples, passes: dict, passes_dir=None, progress: bool = True) -> dict:
+    """The raw logits of every pass of `evaluation_passes`, under one progress bar (see `evaluate`)."""
+    count = len(examples)
+    folder = Path(passes_dir) if passes_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / (name.replace(" ", "_").replace("/", "-").replace(",", "") + ".npy") if folder else None
+             for name in passes}
+    logits, todo = {}, []
+    for name in passes:
+        if files[name] is not None and files[name].exists():
+            logits[name] = np.load(files[name])
+        else:
+            todo.append(name)
+    if progress and len(todo) < len(passes):
+        tqdm.write(f"resuming: {len(passes) - len(todo)} of {len(passes)} passes already scored")
+    with EstimatingBar(total=len(todo) * count, unit="img", disable=not progress,
+                       what=f"{len(todo)} passes over {count} images") as bar:
+        for number, name in enumerate(todo, start=1):
+            bar.set_description(f"pass {number}/{len(todo)}: {name}")
+            condition, by_label = passes[name]
+            logits[name] = collect_logits(predictor, examples, condition, by_label=by_label, bar=bar)
+            if files[name] is not None:
+                np.save(files[name], logits[name])
+    return logits
+
+
+class EstimatingBar(tqdm):
+    """A progress bar that, after its first update (one batch), prints once how long the whole run should take."""
+
+    def __init__(self, *args, what: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.what, self.estimated = what, False
+
+    def update(self, n=1):
+        super().update(n)
+        elapsed = self._time() - self.start_t if hasattr(self, "start_t") else 0.0
+        if not self.estimated and not self.disable and self.n and elapsed > 0:
+            self.estimated = True
+            self.write(f"{self.what}: about {elapsed / self.n * self.total / 60:.1f} minutes in all")
 
 
 def _row(cells) -> str:

@@ -23,8 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from .data import image_source
-from .images import ImageLoadError, iter_image_files, load_image
+from .images import ImageLoadError, image_source, iter_image_files, load_image
 from .loading import load_model
 from .pipeline import authenticity_decision, authenticity_predictions, object_predictions
 from .processing import PixelNormalization, load_image_processor

@@ -151,3 +151,50 @@ def test_evaluation_feeds_the_artifact_crops(small_manifest, tmp_path):
         assert set(inputs) == {"pixel_values", "artifact_values"}
         with torch.no_grad():
             np.testing.assert_allclose(row, classifier.model(**inputs).logits[0].numpy(), atol=1e-4)
+
+
+def test_an_interrupted_evaluation_resumes_where_it_stopped(small_manifest, model_dir, tmp_path):
+    """Each finished pass is written at once; a second run with the same folder scores only the passes that are
+    missing and gives the same result as one uninterrupted run."""
+    predictor = default_device_predictor(str(model_dir), batch_size=4)
+    examples = EvaluationData(str(small_manifest), split="all").load(predictor.model.config)
+    perturbations = [("jpeg", 50.0), ("blur", 2.0)]
+    whole = evaluate(predictor, examples, perturbations, progress=False, check_shortcuts=True)
+
+    calls = []
+    forward = predictor.forward
+
+    def stop_in_the_third_pass(inputs):
+        calls.append(len(inputs["pixel_values"]))
+        if sum(calls) > 2 * len(examples):
+            raise KeyboardInterrupt
+        return forward(inputs)
+
+    predictor.forward = stop_in_the_third_pass
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(predictor, examples, perturbations, progress=False, check_shortcuts=True, passes_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["clean.npy", "jpeg_50.npy"]
+
+    calls.clear()
+    predictor.forward = lambda inputs: (calls.append(len(inputs["pixel_values"])), forward(inputs))[1]
+    resumed = evaluate(predictor, examples, perturbations, progress=False, check_shortcuts=True, passes_dir=tmp_path)
+    assert sum(calls) == 3 * len(examples)  # blur 2 and the two shortcut arrangements
+    assert resumed["degradations"] == whole["degradations"] and resumed["clean"] == whole["clean"]
+    assert resumed["shortcut_check"] == whole["shortcut_check"]
+
+
+def test_evaluate_quick_and_resume_commands(small_manifest, model_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(small_manifest), "--split", "all", "--quick",
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(d["degradation"], d["level"]) for d in results["degradations"]] == \
+        [("jpeg", 75.0), ("downscale", 0.5), ("blur", 1.0)]
+    assert "shortcut_check" not in results and len(list((out / "passes").glob("*.npy"))) == 4
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(small_manifest), "--split", "all", "--quick",
+                 "--resume", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["degradations"] == results["degradations"]
+    other = save_tiny_model(tmp_path / "other", seed=9)
+    with pytest.raises(SystemExit, match="holds passes of another model, data or split"):
+        main(["evaluate", "--model", str(other), "--data", str(small_manifest), "--split", "all", "--quick",
+              "--resume", "--out", str(out)])
