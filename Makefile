@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup setup-all browser predict test demo default-model pseudo-labels benchmark int8-agreement generalisation clean
+.PHONY: setup setup-all browser predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: setup-all
 ## Throughput and memory against the stock pipeline (results in benchmarks/results/).
 benchmark: setup-all
 	$(BIN)/python benchmarks/predict_throughput.py --readme README.md
+
+## Start-up of dualsight predict and the duration of dualsight evaluate (results in benchmarks/results/).
+startup: setup-all
+	$(BIN)/python benchmarks/startup.py --readme README.md
 
 ## Does --dtype int8 change the default model's answers? (../shared; the table goes into README.md)
 int8-agreement: setup-all
