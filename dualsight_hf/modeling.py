@@ -7,11 +7,14 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils import logging as transformers_logging
 
 from .artifacts import ArtifactEncoder
 from .configuration import DualSightConfig
 from .image_processing import image_processor_for_model
 from .pipeline import DualSightImageClassificationPipeline
+
+logger = transformers_logging.get_logger(__name__)
 
 # Backbones whose own pooler is a trained-for-pretraining projection; their classifiers read the first token instead.
 _FIRST_TOKEN_POOLED = ("vit", "deit")
@@ -318,7 +321,18 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                 backbone_config_dict.pop(key, None)
             config = DualSightConfig(backbone_config=backbone_config_dict, **config_kwargs)
         model = cls(config)
-        pretrained = AutoModel.from_pretrained(pretrained_backbone_name_or_path, **(backbone_kwargs or {}))
+        # transformers' load report would list a classification checkpoint's own head as "unexpected" keys: that
+        # head is dropped on purpose, which is said once below instead
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            pretrained, loading = AutoModel.from_pretrained(pretrained_backbone_name_or_path, output_loading_info=True,
+                                                            **(backbone_kwargs or {}))
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        if loading["unexpected_keys"]:
+            logger.info("%s: the checkpoint's own head (%s) is not used", pretrained_backbone_name_or_path,
+                        ", ".join(sorted(loading["unexpected_keys"])))
         missing, unexpected = model.backbone.load_state_dict(pretrained.state_dict(), strict=False)
         # A pooler DualSight does not build (ViT's) is the only thing allowed to differ.
         if missing or any(not key.startswith("pooler.") for key in unexpected):

@@ -26,8 +26,9 @@ def plot_training_curves(log_history: list[dict], path) -> Path:
                 metric_axis.plot([e["epoch"] for e in evals], [e[key] for e in evals], "o-", label=key[5:])
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
     metric_axis.set(xlabel="epoch", ylabel="score", title="Validation authenticity", ylim=(0, 1.02))
-    loss_axis.legend()
-    metric_axis.legend()
+    for axis in (loss_axis, metric_axis):
+        if axis.get_legend_handles_labels()[1]:  # a run without evaluations has no validation curve to name
+            axis.legend()
     return _save(figure, path)
 
 

@@ -241,6 +241,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     """
     # The on-the-fly transforms read the image column, which Trainer would otherwise drop as an unused column.
     training_args.remove_unused_columns = False
+    if not torch.cuda.is_available():  # pinned memory only helps copies to an accelerator (torch warns on CPU)
+        training_args.dataloader_pin_memory = False
     set_seed(training_args.seed)
     examples = load_examples(data_args.data, data_args.dataset_split, data_args.image_column,
                              data_args.label_column, data_args.objects_file)

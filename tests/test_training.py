@@ -23,7 +23,7 @@ def separable_folder(tmp_path_factory):
         for i in range(24):
             if label == "real":
                 ramp = np.linspace(0, 255, 32)
-                array = np.stack([np.add.outer(ramp, ramp * (i % 3)) / (1 + i % 3)] * 3, -1) % 256
+                array = (np.stack([np.add.outer(ramp, ramp * (i % 3)) / (1 + i % 3)] * 3, -1) + i) % 256  # distinct files
             else:
                 array = rng.integers(0, 256, (32, 32, 3))
             Image.fromarray(array.astype(np.uint8)).save(root / label / f"{i}.png")
