@@ -6,9 +6,11 @@ import random
 import numpy as np
 import transformers
 from PIL import Image
+from transformers import PreTrainedConfig
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_transforms import to_pil_image
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 from transformers.processing_utils import ImagesKwargs
 
 
@@ -92,7 +94,7 @@ class DualSightImageProcessor(BaseImageProcessor):
     >>> from PIL import Image
     >>> from transformers import MobileNetV2Config
     >>> from dualsight_hf.image_processing import DualSightImageProcessor
-    >>> from dualsight_hf.processing import image_processor_for_backbone
+    >>> from dualsight_hf.image_processing import image_processor_for_backbone
     >>> processor = DualSightImageProcessor(image_processor_for_backbone(MobileNetV2Config()),
     ...                                     artifact_crop_size=32, artifact_crops_per_side=2)
     >>> batch = processor(Image.new("RGB", (100, 80)), return_tensors="pt")
@@ -163,3 +165,74 @@ def _as_pil_list(images) -> list[Image.Image]:
 
 
 __all__ = ["DualSightImageProcessor", "crop_positions", "native_crops"]
+
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# Where a family's stock defaults differ from how its classifiers were trained: ResNet, as torchvision and the
+# original DualSight preprocess it (resize the short side to 256, centre crop 224, ImageNet mean/std).
+_OVERRIDES = {
+    "resnet": {"size": {"shortest_edge": 224}, "crop_pct": 224 / 256, "resample": 2, "image_mean": IMAGENET_MEAN,
+               "image_std": IMAGENET_STD},
+}
+
+
+def image_processor_for_backbone(backbone_config: PreTrainedConfig, **overrides) -> BaseImageProcessor:
+    """
+    The stock image processor of a backbone family, with the settings its ImageNet classifiers use.
+
+    Args:
+        backbone_config (`PreTrainedConfig`): the backbone's configuration (e.g. `model.config.backbone_config`).
+        **overrides: processor arguments that replace the defaults (`size`, `crop_size`, `image_mean`, ...).
+
+    Returns:
+        `BaseImageProcessor`: e.g. `ConvNextImageProcessorPil` for ResNet (resize 256, centre crop 224, ImageNet
+        mean/std), `MobileNetV2ImageProcessorPil` for MobileNetV2, `ViTImageProcessorPil` for ViT.
+
+    Example:
+
+    ```python
+    >>> from transformers import ResNetConfig
+    >>> from dualsight_hf.image_processing import image_processor_for_backbone
+    >>> processor = image_processor_for_backbone(ResNetConfig())
+    >>> processor.size.shortest_edge, processor.crop_pct, processor.image_mean
+    (224, 0.875, (0.485, 0.456, 0.406))
+    ```
+    """
+    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(backbone_config.model_type)
+    if not names:
+        raise ValueError(f"No image processor is known for backbone type '{backbone_config.model_type}'")
+    class_name = names.get("pil") if isinstance(names, dict) else names
+    processor_class = getattr(transformers, class_name)
+    kwargs = {**_OVERRIDES.get(backbone_config.model_type, {}), **overrides}
+    return processor_class(**kwargs)
+
+
+def image_processor_for_model(config, semantic_processor: BaseImageProcessor | None = None) -> BaseImageProcessor:
+    """
+    The image processor of a DualSight model: the semantic backbone's stock processor, wrapped in a
+    [`DualSightImageProcessor`] that also makes the native-resolution crops when `config.artifact_stream` is set.
+
+    Args:
+        config ([`DualSightConfig`]): the model's configuration.
+        semantic_processor (`BaseImageProcessor`, *optional*): the semantic backbone's processor (e.g. loaded from
+            its pretrained checkpoint); by default [`image_processor_for_backbone`] of the first backbone.
+
+    Example:
+
+    ```python
+    >>> from transformers import MobileNetV2Config
+    >>> from dualsight_hf import DualSightConfig
+    >>> from dualsight_hf.image_processing import image_processor_for_model
+    >>> config = DualSightConfig(backbone_config=MobileNetV2Config(), artifact_stream={"crop_size": 32})
+    >>> type(image_processor_for_model(config)).__name__
+    'DualSightImageProcessor'
+    ```
+    """
+    semantic_processor = semantic_processor or image_processor_for_backbone(config.backbone_config)
+    stream = config.artifact_stream
+    if not stream:
+        return semantic_processor
+    return DualSightImageProcessor(semantic_processor, artifact_crop_size=stream["crop_size"],
+                                   artifact_crops_per_side=stream["crops_per_side"])

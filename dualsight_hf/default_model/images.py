@@ -184,3 +184,10 @@ def iter_image_files(paths, recursive: bool = True):
                     yield Path(root) / name
         if not found:
             yield ImageLoadError(str(path), "folder contains no image files")
+
+
+def image_source(item):
+    """A path, bytes or PIL image from a dataset cell (`datasets.Image(decode=False)` cells are dicts)."""
+    if isinstance(item, dict):
+        return item.get("bytes") or item.get("path")
+    return item

@@ -4,13 +4,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils import logging as transformers_logging
 
 from .artifacts import ArtifactEncoder
 from .configuration import DualSightConfig
+from .image_processing import image_processor_for_model
 from .pipeline import DualSightImageClassificationPipeline
+
+logger = transformers_logging.get_logger(__name__)
 
 # Backbones whose own pooler is a trained-for-pretraining projection; their classifiers read the first token instead.
 _FIRST_TOKEN_POOLED = ("vit", "deit")
@@ -251,6 +255,8 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                                   if config.num_object_labels > 0 else None)
         for backbone in self.backbones:
             use_torch_batchnorm_momentum(backbone)
+        #: the image processor that `save_pretrained` writes beside the weights (set by `from_backbone`)
+        self.image_processor = None
         self.apply_freezing()
         self.post_init()
 
@@ -293,15 +299,19 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                 Arguments of [`DualSightConfig`] (labels, object labels, loss weights, ...).
 
         Returns:
-            [`DualSightForImageClassification`]
+            [`DualSightForImageClassification`]: its `image_processor` is the checkpoint's own processor settings (or
+            the stock ones of its family), wrapped for the artifact stream when the config has one; `save_pretrained`
+            writes it beside the weights.
 
         Example:
 
         ```python
-        >>> from dualsight_hf import DualSightForImageClassification
+        >>> from dualsight_hf import DualSightForImageClassification, load_pipeline
         >>> model = DualSightForImageClassification.from_backbone(
         ...     "../shared/weights/mobilenet-v2-1.0-224-imagenet", object_id2label={0: "person", 1: "car"}
         ... )
+        >>> model.save_pretrained("new-model")  # weights, config, code and preprocessor_config.json
+        >>> classifier = load_pipeline("new-model")
         ```
         """
         if config is None:
@@ -311,7 +321,18 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                 backbone_config_dict.pop(key, None)
             config = DualSightConfig(backbone_config=backbone_config_dict, **config_kwargs)
         model = cls(config)
-        pretrained = AutoModel.from_pretrained(pretrained_backbone_name_or_path, **(backbone_kwargs or {}))
+        # transformers' load report would list a classification checkpoint's own head as "unexpected" keys: that
+        # head is dropped on purpose, which is said once below instead
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            pretrained, loading = AutoModel.from_pretrained(pretrained_backbone_name_or_path, output_loading_info=True,
+                                                            **(backbone_kwargs or {}))
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        if loading["unexpected_keys"]:
+            logger.info("%s: the checkpoint's own head (%s) is not used", pretrained_backbone_name_or_path,
+                        ", ".join(sorted(loading["unexpected_keys"])))
         missing, unexpected = model.backbone.load_state_dict(pretrained.state_dict(), strict=False)
         # A pooler DualSight does not build (ViT's) is the only thing allowed to differ.
         if missing or any(not key.startswith("pooler.") for key in unexpected):
@@ -319,6 +340,12 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                 f"Backbone weights of {pretrained_backbone_name_or_path} do not fit: missing {missing}, "
                 f"unexpected {unexpected}"
             )
+        try:
+            semantic = AutoImageProcessor.from_pretrained(pretrained_backbone_name_or_path, backend="pil",
+                                                          **(backbone_kwargs or {}))
+        except OSError:  # a checkpoint saved without its processor: the stock settings of its family
+            semantic = None
+        model.image_processor = image_processor_for_model(config, semantic)
         return model
 
     def train(self, mode: bool = True):
@@ -465,7 +492,11 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the `custom_pipelines` entry that lets
         `pipeline("image-classification", model=..., trust_remote_code=True)` build the DualSight pipeline from the
-        saved code (`pipeline.py` is copied beside `modeling.py` as one of its imports)."""
+        saved code (`pipeline.py` is copied beside `modeling.py` as one of its imports), and the model's
+        `image_processor` when it has one (a model made by `from_backbone` carries its backbone's), so that the
+        folder loads with `load_pipeline` and `AutoImageProcessor` as it is."""
+        if self.image_processor is not None and kwargs.get("is_main_process", True):
+            self.image_processor.save_pretrained(save_directory)
         self.config.custom_pipelines = {
             "image-classification": {
                 "impl": f"pipeline.{DualSightImageClassificationPipeline.__name__}",
