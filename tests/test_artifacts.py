@@ -52,7 +52,9 @@ def test_srm_filters_by_hand_on_a_quadratic_ramp():
     out = ResidualFilters(["srm"])(quadratic)[0]
     torch.testing.assert_close(out[2, 2:-2, 2:-2], torch.ones(5, 5))
     linear = (columns * 3 + 1).expand(9, 9)[None, None].expand(1, 3, 9, 9)
-    assert ResidualFilters(["srm"])(linear)[0, :, 2:-2, 2:-2].abs().max() < 1e-5
+    # float32 rounding of values up to 25 (the kernels' sums differ by CPU: 1.3e-5 on an AMD EPYC without AVX512);
+    # a wrong kernel gives errors of order 1
+    assert ResidualFilters(["srm"])(linear)[0, :, 2:-2, 2:-2].abs().max() < 1e-4
 
 
 def test_residual_filters_concatenate_in_order():
