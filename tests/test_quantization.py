@@ -104,7 +104,9 @@ def test_the_readme_reports_what_int8_does_to_the_default_model():
     # the int8 kernels differ a little between CPUs (VNNI, AMX): a few decisions of 518 may move
     assert measured["agreement"] == pytest.approx(recorded["splits"]["validation"]["agreement"], abs=0.01)
     assert measured["auroc_int8"] == pytest.approx(recorded["splits"]["validation"]["auroc_int8"], abs=0.003)
-    assert measured["agreement"] > 0.9, measured  # int8 follows float32 (a broken calibration falls far below)
+    # int8 follows float32 (the retrained default model keeps 87% of its decisions; a broken calibration falls towards
+    # the 50% of chance)
+    assert measured["agreement"] > 0.8, measured
     assert benchmark.markdown(recorded) in (REPO / "README.md").read_text()
 
 
