@@ -112,17 +112,17 @@ class PreprocessedInputs(IterableDataset):
 
     Args:
         inputs (`Callable[[], Iterable[tuple[str, object]]]`): makes the `(key, source)` stream (see `iter_inputs`).
-        preprocess (`Callable[[list], BatchFeature]`): the model inputs of a list of images (`Predictor.preprocess`).
+        prepare (`Callable[[object, str], dict]`): one input's model inputs (`Predictor.prepare`).
         rank (`int`, *optional*, defaults to 0), world_size (`int`, *optional*, defaults to 1): this process's share.
         skip (`set[str]`, *optional*): keys already scored (`--resume`).
         threads (`int`, *optional*, defaults to 1): reading threads of each process.
         chunk (`int`, *optional*, defaults to 1): inputs read together by the threads (the batch size).
     """
 
-    def __init__(self, inputs, preprocess, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
+    def __init__(self, inputs, prepare, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
                  threads: int = 1, chunk: int = 1):
         self.inputs = inputs
-        self.preprocess = preprocess
+        self.prepare = prepare
         self.rank, self.world_size = rank, world_size
         self.skip = skip
         self.threads, self.chunk = threads, chunk
@@ -153,11 +153,9 @@ class PreprocessedInputs(IterableDataset):
         if isinstance(source, ImageLoadError):
             return index, key, None, str(source)
         try:
-            image = load_image(source, name=key)
+            return index, key, self.prepare(source, key), None
         except ImageLoadError as error:
             return index, key, None, str(error)
-        processed = self.preprocess([image])
-        return index, key, {name: values[0] for name, values in processed.items()}, None
 
 
 def _collate(items):
@@ -283,6 +281,31 @@ class Predictor:
         object_logits = outputs.object_logits.float().cpu() if outputs.object_logits is not None else None
         return outputs.logits.float().cpu(), object_logits
 
+    def prepare(self, source, name: str | None = None, max_pixels: int | None = None) -> dict[str, torch.Tensor]:
+        """
+        One image's model inputs, read and preprocessed as every DualSight entry point does it.
+
+        Args:
+            source (`str`, `os.PathLike`, `bytes` or `PIL.Image.Image`): the image (see `images.load_image`).
+            name (`str`, *optional*): how to name it in errors.
+            max_pixels (`int`, *optional*): the decoding limit (default `images.max_image_pixels()`).
+
+        Returns:
+            `dict[str, torch.Tensor]`: inputs without a batch dimension; stack several for [`Predictor.score`].
+
+        Raises:
+            `ImageLoadError`: the image cannot be read, with a one-line message.
+        """
+        processed = self.preprocess([load_image(source, max_pixels=max_pixels, name=name)])
+        return {name: values[0] for name, values in processed.items()}
+
+    def score(self, prepared: list[dict[str, torch.Tensor]]) -> list[dict]:
+        """
+        Both heads' answers for a batch of prepared images (see [`Predictor.prepare`]), in order: per image a dict
+        with `label`, `score`, `authenticity` and `objects`, as `PredictionResult` holds them.
+        """
+        return self._score({name: torch.stack([item[name] for item in prepared]) for name in prepared[0]})
+
     def _score(self, inputs: dict[str, torch.Tensor]) -> list[dict]:
         logits, object_logits = self.forward(inputs)
         config = self.model.config
@@ -294,11 +317,6 @@ class Predictor:
             scored.append({"label": label, "score": score, "objects": objects,
                            "authenticity": authenticity_predictions(logits[row], config)})
         return scored
-
-    def predict_images(self, images: list) -> list[PredictionResult]:
-        """Score already loaded RGB images (`PIL.Image.Image`); results in input order, `path` left empty."""
-        inputs = self.preprocess(images)
-        return [PredictionResult(path="", index=i, **scored) for i, scored in enumerate(self._score(inputs))]
 
     def stream(self, inputs, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
                progress: bool = True):
@@ -315,14 +333,13 @@ class Predictor:
         """
         # without worker processes, a batch is read by as many threads as there are cores, between forward passes
         threads = 1 if self.num_workers else (os.cpu_count() or 1)
-        dataset = PreprocessedInputs(inputs, self.preprocess, rank, world_size, skip, threads, self.batch_size)
+        dataset = PreprocessedInputs(inputs, self.prepare, rank, world_size, skip, threads, self.batch_size)
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=_collate, prefetch_factor=2 if self.num_workers else None)
         with tqdm(desc="predicting", unit="img", disable=not progress, dynamic_ncols=True) as bar:
             for items in loader:
                 good = [item for item in items if item[2] is not None]
-                scored = iter(self._score({name: torch.stack([item[2][name] for item in good])
-                                           for name in good[0][2]})) if good else iter(())
+                scored = iter(self.score([item[2] for item in good]) if good else ())
                 for index, key, pixels, error in items:
                     if pixels is None:
                         yield PredictionResult(path=key, index=index, error=error)

@@ -52,7 +52,7 @@ def test_stream_reads_ahead_by_at_most_a_batch(predictor):
 
 def test_reading_threads_keep_every_input_once_and_in_order(predictor, many_images):
     def read(**threading):
-        return list(PreprocessedInputs(lambda: iter_inputs([many_images]), predictor.preprocess, **threading))
+        return list(PreprocessedInputs(lambda: iter_inputs([many_images]), predictor.prepare, **threading))
 
     serial, threaded = read(), read(threads=2, chunk=4)
     assert [(i, key, error) for i, key, _, error in threaded] == [(i, key, error) for i, key, _, error in serial]
