@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup setup-all browser predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
+.PHONY: setup setup-all browser postgres serve serve-load predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,9 +13,10 @@ $(BIN)/dualsight: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $(BIN)/dualsight
 
-## The test and demo extras (pytest, hypothesis, onnxruntime, torchao, playwright, gradio) on top of the core package.
+## The test, demo and serve extras (pytest, hypothesis, onnxruntime, torchao, playwright, gradio, fastapi, sqlalchemy)
+## on top of the core package.
 $(VENV)/.extras-installed: $(BIN)/dualsight
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo,serve]"
 	touch $@
 
 setup: $(BIN)/dualsight
@@ -30,8 +31,22 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
 		|| echo "Chromium could not be installed: the browser test of the demo will be skipped"
 
-test: setup-all browser
+## Debian's PostgreSQL server binaries for the tests of the service's history (needs apt and root).
+postgres:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq postgresql) \
+		|| echo "PostgreSQL could not be installed: the PostgreSQL tests of the history will be skipped"
+
+test: setup-all browser postgres
 	$(BIN)/python -m pytest -q
+
+## The HTTP service on http://127.0.0.1:8000 (history in dualsight-history.sqlite3; API docs at /docs).
+serve: setup-all
+	$(BIN)/dualsight serve
+
+## Concurrent clients against the service vs sequential calls of the same model (the table goes into README.md).
+serve-load: setup-all
+	$(BIN)/python benchmarks/serve_load.py --readme README.md
 
 ## The web page (the Hugging Face Spaces entry point is app.py).
 demo: setup-all

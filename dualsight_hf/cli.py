@@ -1,4 +1,4 @@
-"""The `dualsight` command line: predict, train, pseudo-label."""
+"""The `dualsight` command line: predict, train, pseudo-label, evaluate, serve and the rest."""
 
 import argparse
 import csv
@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from .images import ImageLoadError
@@ -468,6 +469,91 @@ def _run_demo(args) -> int:
     return 0
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _add_serve(subparsers):
+    parser = subparsers.add_parser("serve", help="an HTTP service that scores uploads and records every decision "
+                                                 "(needs the serve extra: pip install dualsight-hf[serve])")
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped default model)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--database-url", default="dualsight-history.sqlite3",
+                        help="the prediction history: a SQLite file path (default dualsight-history.sqlite3) or a "
+                             "URL such as postgresql://user@host/dbname")
+    parser.add_argument("--api-key-file", default=None, help="CLIENT_ID:KEY lines; requests then need "
+                                                             "'Authorization: Bearer KEY' (required off loopback)")
+    parser.add_argument("--open-reads", action="store_true", help="let anyone read the history without a key")
+    parser.add_argument("--store-images", default=None, metavar="DIR",
+                        help="keep each scored image in DIR, named by sha256 (not kept otherwise)")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0,
+                        help="how long a batch waits for more concurrent images (default 5 ms)")
+    parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file in MiB (default 20)")
+    parser.add_argument("--max-images", type=int, default=16, help="most images in one request (default 16)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="inference precision, as for predict")
+    parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pth pickle weights")
+    parser.set_defaults(func=_run_serve)
+
+
+def _run_serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .serve import ServiceSettings, create_app
+        from .serve.keys import KeyFileError
+    except ImportError as error:
+        raise SystemExit(f"dualsight: error: the service needs the serve extra ({error}): "
+                         "pip install dualsight-hf[serve]")
+    if not args.api_key_file and args.host not in LOOPBACK_HOSTS:
+        raise SystemExit(f"dualsight: error: --host {args.host} is reachable from other machines: give "
+                         "--api-key-file so that only holders of a key can write")
+    settings = ServiceSettings(model=args.model, database_url=args.database_url, api_key_file=args.api_key_file,
+                               open_reads=args.open_reads, store_images=args.store_images,
+                               max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                               max_upload_bytes=int(args.max_upload_mb * 2**20),
+                               max_images_per_request=args.max_images, dtype=args.dtype,
+                               allow_pickle=args.allow_pickle)
+    try:
+        app = create_app(settings)
+    except KeyFileError as error:
+        raise SystemExit(f"dualsight: error: {error}")
+    print(f"dualsight: serving {args.model or 'the default model'} on http://{args.host}:{args.port} "
+          f"(history: {args.database_url}; API docs at /docs)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def _add_history(subparsers):
+    parser = subparsers.add_parser("history", help="the service's prediction history")
+    actions = parser.add_subparsers(dest="action", required=True)
+    export = actions.add_parser("export", help="dump every recorded decision, oldest first")
+    export.add_argument("--database-url", default="dualsight-history.sqlite3",
+                        help="as for serve (default dualsight-history.sqlite3)")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
+    export.add_argument("--output", default=None, help="write to this file instead of standard output")
+    export.set_defaults(func=_run_history_export)
+
+
+def _run_history_export(args) -> int:
+    try:
+        from .serve.history import History, HistoryUnavailable
+    except ImportError as error:
+        raise SystemExit(f"dualsight: error: the history needs the serve extra ({error}): "
+                         "pip install dualsight-hf[serve]")
+    if "://" not in args.database_url and not Path(args.database_url).is_file():
+        raise SystemExit(f"dualsight: error: {args.database_url}: no such history file")
+    try:
+        history = History(args.database_url, upgrade=False)
+        with (open(args.output, "w", newline="", encoding="utf-8") if args.output else nullcontext(sys.stdout)) as out:
+            count = history.export(out, args.format)
+    except HistoryUnavailable as error:
+        raise SystemExit(f"dualsight: error: {error}")
+    print(f"dualsight: exported {count} predictions", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualsight", description="DualSight: AI-generated vs real images, and "
                                                                    "the objects in them")
@@ -484,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(subparsers)
     _add_check_precision(subparsers)
     _add_demo(subparsers)
+    _add_serve(subparsers)
+    _add_history(subparsers)
     return parser
 
 

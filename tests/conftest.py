@@ -72,6 +72,15 @@ def random_image(width: int = 48, height: int = 40, seed: int = 0, mode: str = "
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
 
 
+def png_bytes(seed: int = 0, width: int = 48, height: int = 40) -> bytes:
+    """The bytes of a random RGB PNG, as an upload would send them."""
+    import io
+
+    buffer = io.BytesIO()
+    random_image(width, height, seed=seed).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @pytest.fixture
 def image_dir(tmp_path) -> Path:
     """Three good images (JPEG, PNG, greyscale PNG) in a folder."""
@@ -81,3 +90,72 @@ def image_dir(tmp_path) -> Path:
     random_image(seed=2).save(folder / "b.png")
     random_image(seed=3, mode="L").save(folder / "c.png")
     return folder
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL server in a temporary folder (Debian's `initdb` / `pg_ctl`), on a Unix socket and a
+    free local port; run as the `postgres` user when the tests run as root (PostgreSQL refuses root)."""
+
+    def __init__(self, bin_dir: Path):
+        import os
+        import pwd
+        import socket
+        import tempfile
+
+        self.bin_dir = bin_dir
+        self.folder = Path(tempfile.mkdtemp(prefix="dualsight-postgres-"))  # not under pytest's 0700 tmp folders
+        self.prefix = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._run("initdb", "-D", str(self.folder / "data"), "-A", "trust", "-U", "dualsight", "--no-sync",
+                  "-E", "UTF8")
+        self.start()
+        self._run("createdb", "-h", str(self.folder), "-p", str(self.port), "-U", "dualsight", "history")
+        self.url = f"postgresql://dualsight@127.0.0.1:{self.port}/history"
+
+    def _run(self, tool: str, *args: str) -> None:
+        import subprocess
+
+        subprocess.run([*self.prefix, str(self.bin_dir / tool), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-w", "start",
+                  "-o", f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def postgres_bin_dir() -> Path | None:
+    """The folder of `initdb` and `pg_ctl`: on PATH, or Debian's /usr/lib/postgresql/VERSION/bin."""
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A running PostgreSQL server for the tests of the service's history (skipped where it cannot be had)."""
+    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (the serve extra)")
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb / pg_ctl are not installed (Debian: apt-get install postgresql; "
+                    "`make postgres` does it)")
+    server = PostgresServer(bin_dir)
+    yield server
+    server.remove()
