@@ -5,18 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup setup-all browser postgres serve serve-load predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
+.PHONY: setup setup-all browser postgres serve serve-load provenance-cost predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[provenance]"
 	touch $(BIN)/dualsight
 
 ## The test, demo and serve extras (pytest, hypothesis, onnxruntime, torchao, playwright, gradio, fastapi, sqlalchemy)
 ## on top of the core package.
 $(VENV)/.extras-installed: $(BIN)/dualsight
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo,serve]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,demo,serve,provenance]"
 	touch $@
 
 setup: $(BIN)/dualsight
@@ -47,6 +47,10 @@ serve: setup-all
 ## Concurrent clients against the service vs sequential calls of the same model (the table goes into README.md).
 serve-load: setup-all
 	$(BIN)/python benchmarks/serve_load.py --readme README.md
+
+## What reading provenance (C2PA, IPTC, generator metadata) costs per image (the table goes into README.md).
+provenance-cost: setup-all
+	$(BIN)/python benchmarks/provenance_cost.py --readme README.md
 
 ## The web page (the Hugging Face Spaces entry point is app.py).
 demo: setup-all

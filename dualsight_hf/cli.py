@@ -15,6 +15,7 @@ from .images import ImageLoadError
 from .loading import ModelLoadError
 from .quantization import QuantizationError
 from .predict import OUTPUT_FORMATS
+from .provenance import EVIDENCE
 
 
 def _add_predict(subparsers):
@@ -52,6 +53,10 @@ def _add_predict(subparsers):
                         "calibrated probability is this close to the threshold (default: the model's setting)")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pth pickle weights (they can run "
                                                                     "code when loaded); safetensors only by default")
+    parser.add_argument("--evidence", choices=EVIDENCE, default="both",
+                        help="both (default): read each file's provenance (C2PA, IPTC, generator metadata) beside the "
+                             "pixels, and let a validly signed AI claim decide; pixels: the model only; provenance: "
+                             "the files' own declarations only, without running the model")
     parser.set_defaults(func=_run_predict)
 
 
@@ -126,7 +131,7 @@ def _run_predict(args) -> int:
                           top_k=args.top_k, object_threshold=args.object_threshold,
                           allow_pickle=args.allow_pickle, num_workers=args.num_workers, compile=args.compile,
                           uncertain_band=args.uncertain_band, calibration=args.calibration,
-                          calibration_size=args.calibration_size)
+                          calibration_size=args.calibration_size, evidence=args.evidence)
     skip = frozenset(r.path for r in previous)
     progress = rank == 0 and (output is not None or not sys.stdout.isatty())
 

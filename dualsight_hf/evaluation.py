@@ -398,8 +398,9 @@ def write_report(result: dict, out_dir, title: str = "Evaluation", before_temper
 
 
 def default_device_predictor(model: str | None, batch_size: int = 32):
-    """A `Predictor` for evaluation (bfloat16 where fast, no worker processes)."""
+    """A `Predictor` for evaluation (bfloat16 where fast, no worker processes, pixels only: provenance metadata
+    never reaches an accuracy figure)."""
     from .predict import Predictor
 
-    return Predictor(model, batch_size=batch_size, num_workers=0,
+    return Predictor(model, batch_size=batch_size, num_workers=0, evidence="pixels",
                      device="cuda" if torch.cuda.is_available() else "cpu")

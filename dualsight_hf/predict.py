@@ -27,6 +27,7 @@ from .images import ImageLoadError, image_source, iter_image_files, load_image
 from .loading import load_model
 from .pipeline import authenticity_decision, authenticity_predictions, object_predictions
 from .processing import PixelNormalization, load_image_processor
+from .provenance import EVIDENCE, Provenance, decide, read_provenance
 from .quantization import Int8Model, QuantizationError
 
 OUTPUT_FORMATS = ("table", "json", "jsonl", "csv")
@@ -47,6 +48,11 @@ class PredictionResult:
         objects (`list[dict]`): the object head's top classes with scores (empty without an object head).
         error (`str`, *optional*): the one-line reason when the input could not be scored; the other fields are
             then empty.
+        provenance (`dict`, *optional*): what the file declares about its origin (`provenance.Provenance` as a dict:
+            `claim`, `source`, `signed`, `valid`, `issuer`, `generator`, `details`, and `disagrees`: the evidence
+            contradicts the pixel verdict); `None` with `evidence="pixels"`.
+        decided_by (`str`, *optional*): `"pixels"`, or `"provenance"` when a validly signed C2PA claim of AI
+            generation set the label (see `provenance.decide`).
     """
 
     path: str
@@ -56,6 +62,8 @@ class PredictionResult:
     authenticity: list = field(default_factory=list)
     objects: list = field(default_factory=list)
     error: str | None = None
+    provenance: dict | None = None
+    decided_by: str | None = None
 
 
 def resolve_dtype(dtype: str, device: torch.device, model_preference: str | None = None) -> torch.dtype:
@@ -104,7 +112,8 @@ def iter_inputs(paths=(), paths_from: str | None = None, dataset=None, image_col
 
 class PreprocessedInputs(IterableDataset):
     """
-    Streams `(index, key, model inputs or None, error or None)`: reads and preprocesses each input in the
+    Streams `(index, key, model inputs or None, error or None, provenance or None)`: reads and preprocesses each
+    input (and, with `provenance`, reads what the file declares about its origin) in the
     DataLoader's worker processes, or, without them, in a pool of threads that works through one chunk of inputs at a
     time between forward passes (image decoding and resizing release the GIL, so the chunk is read on every core while
     the model waits, and the threads do not compete with the model while it runs). Inputs are dealt to ranks and
@@ -117,15 +126,18 @@ class PreprocessedInputs(IterableDataset):
         skip (`set[str]`, *optional*): keys already scored (`--resume`).
         threads (`int`, *optional*, defaults to 1): reading threads of each process.
         chunk (`int`, *optional*, defaults to 1): inputs read together by the threads (the batch size).
+        provenance (`bool`, *optional*, defaults to `False`): also read each input's provenance evidence.
+        pixels (`bool`, *optional*, defaults to `True`): read the pixels (off: provenance alone).
     """
 
     def __init__(self, inputs, prepare, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
-                 threads: int = 1, chunk: int = 1):
+                 threads: int = 1, chunk: int = 1, provenance: bool = False, pixels: bool = True):
         self.inputs = inputs
         self.prepare = prepare
         self.rank, self.world_size = rank, world_size
         self.skip = skip
         self.threads, self.chunk = threads, chunk
+        self.provenance, self.pixels = provenance, pixels
 
     def __iter__(self):
         mine = self._mine()
@@ -151,11 +163,12 @@ class PreprocessedInputs(IterableDataset):
     def _prepare(self, entry) -> tuple:
         index, key, source = entry
         if isinstance(source, ImageLoadError):
-            return index, key, None, str(source)
+            return index, key, None, str(source), None
+        evidence = read_provenance(source) if self.provenance else None
         try:
-            return index, key, self.prepare(source, key), None
+            return index, key, self.prepare(source, key) if self.pixels else None, None, evidence
         except ImageLoadError as error:
-            return index, key, None, str(error)
+            return index, key, None, str(error), None
 
 
 def _collate(items):
@@ -186,6 +199,9 @@ class Predictor:
         calibration (`list`, *optional*): with `dtype="int8"`: representative images (`PIL.Image.Image`) or files
             and folders of them, of which the first `calibration_size` set the activation ranges.
         calibration_size (`int`, *optional*, defaults to 64): calibration images used.
+        evidence (`str`, *optional*, defaults to `"both"`): `"both"` reads each file's provenance beside the pixels
+            (a validly signed C2PA claim of AI generation decides; see `provenance.decide`), `"pixels"` the pixels
+            only, `"provenance"` the provenance only (the model does not run).
 
     Example:
 
@@ -201,10 +217,13 @@ class Predictor:
     def __init__(self, model: str | None = None, batch_size: int = 16, dtype: str = "auto", device: str | None = None,
                  top_k: int = 3, object_threshold: float = 0.5, allow_pickle: bool = False,
                  num_workers: int | None = None, compile: bool = False, uncertain_band: float | None = None,
-                 calibration: list | None = None, calibration_size: int = 64):
+                 calibration: list | None = None, calibration_size: int = 64, evidence: str = "both"):
         from . import DEFAULT_MODEL_DIR
 
         model = str(model or DEFAULT_MODEL_DIR)
+        if evidence not in EVIDENCE:
+            raise ValueError(f"evidence must be one of {', '.join(EVIDENCE)}, not {evidence!r}")
+        self.evidence = evidence
         # one GPU per process under accelerate launch / torchrun (LOCAL_RANK), else the first
         self.device = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
                                               if torch.cuda.is_available() else "cpu"))
@@ -333,19 +352,29 @@ class Predictor:
         """
         # without worker processes, a batch is read by as many threads as there are cores, between forward passes
         threads = 1 if self.num_workers else (os.cpu_count() or 1)
-        dataset = PreprocessedInputs(inputs, self.prepare, rank, world_size, skip, threads, self.batch_size)
+        dataset = PreprocessedInputs(inputs, self.prepare, rank, world_size, skip, threads, self.batch_size,
+                                     provenance=self.evidence != "pixels", pixels=self.evidence != "provenance")
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=_collate, prefetch_factor=2 if self.num_workers else None)
         with tqdm(desc="predicting", unit="img", disable=not progress, dynamic_ncols=True) as bar:
             for items in loader:
                 good = [item for item in items if item[2] is not None]
                 scored = iter(self.score([item[2] for item in good]) if good else ())
-                for index, key, pixels, error in items:
-                    if pixels is None:
+                for index, key, pixels, error, evidence in items:
+                    if error is not None:
                         yield PredictionResult(path=key, index=index, error=error)
                     else:
-                        yield PredictionResult(path=key, index=index, **next(scored))
+                        yield PredictionResult(path=key, index=index,
+                                               **self.with_provenance(next(scored) if pixels is not None else {},
+                                                                      evidence))
                 bar.update(len(items))
+
+    def with_provenance(self, scored: dict, evidence: Provenance | None) -> dict:
+        """A result's fields (see [`Predictor.score`]) with the provenance evidence and the decision it leads to
+        (`provenance.decide` under this predictor's `evidence` setting)."""
+        label, score, decided_by = decide(scored.get("label"), scored.get("score"), evidence, self.evidence)
+        provenance = evidence.report(scored.get("label")) if evidence is not None else None
+        return {**scored, "label": label, "score": score, "provenance": provenance, "decided_by": decided_by}
 
     def predict_paths(self, paths, progress: bool = False) -> list[PredictionResult]:
         """
@@ -360,10 +389,11 @@ class Predictor:
 def _csv_row(result: PredictionResult) -> list:
     return [result.index, result.path, result.label or "", "" if result.score is None else f"{result.score:.6f}",
             "; ".join(f"{o['label']}:{o['score']:.4f}" for o in result.objects),
-            json.dumps(result.authenticity) if result.authenticity else "", result.error or ""]
+            json.dumps(result.authenticity) if result.authenticity else "", result.error or "",
+            json.dumps(result.provenance) if result.provenance else "", result.decided_by or ""]
 
 
-CSV_HEADER = ["index", "path", "label", "score", "objects", "authenticity", "error"]
+CSV_HEADER = ["index", "path", "label", "score", "objects", "authenticity", "error", "provenance", "decided_by"]
 
 
 def read_results(path, output_format: str = "jsonl") -> list[PredictionResult]:
@@ -380,7 +410,9 @@ def read_results(path, output_format: str = "jsonl") -> list[PredictionResult]:
                                      authenticity=json.loads(row["authenticity"]) if row["authenticity"] else [],
                                      objects=[{"label": o.rsplit(":", 1)[0], "score": float(o.rsplit(":", 1)[1])}
                                               for o in row["objects"].split("; ") if o],
-                                     error=row["error"] or None)
+                                     error=row["error"] or None,
+                                     provenance=json.loads(row["provenance"]) if row.get("provenance") else None,
+                                     decided_by=row.get("decided_by") or None)
                     for row in csv.DictReader(handle)]
     text = path.read_text()
     records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in
@@ -427,17 +459,30 @@ class ResultWriter:
 
 
 def write_table(results: list[PredictionResult], handle) -> None:
-    """An aligned, human-readable table: path, label, score, objects; failed inputs show their error."""
+    """An aligned, human-readable table: path, label, score, provenance, objects; failed inputs show their error."""
     rows = [(os.path.relpath(r.path) if os.path.isabs(r.path) else r.path, r.label or "-",
-             "" if r.score is None else f"{r.score:.3f}",
+             "" if r.score is None else f"{r.score:.3f}", provenance_summary(r.provenance),
              ", ".join(f"{o['label']} {o['score']:.2f}" for o in r.objects), r.error) for r in results]
-    header = ("path", "label", "score", "objects")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(3)]
+    header = ("path", "label", "score", "provenance", "objects")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
-        if len(row) == 5 and row[4]:
-            handle.write(f"{str(row[0]).ljust(widths[0])}  ERROR {row[4]}\n")
+        if len(row) == 6 and row[5]:
+            handle.write(f"{str(row[0]).ljust(widths[0])}  ERROR {row[5]}\n")
             continue
-        handle.write("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)) + "  " + str(row[3]) + "\n")
+        handle.write("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + str(row[4]) + "\n")
+
+
+def provenance_summary(provenance: dict | None) -> str:
+    """One short cell: `-` without evidence, else the claim, its source and, for C2PA, validity and issuer; a `!`
+    marks evidence that contradicts the pixel verdict."""
+    if not provenance or (provenance["claim"] == "none" and provenance["source"] is None):
+        return "-"
+    text = f"{provenance['source']}: {provenance['claim']}"
+    if provenance["signed"]:
+        text += f" ({'valid' if provenance['valid'] else 'INVALID'}, {provenance['issuer'] or 'unknown signer'})"
+    elif provenance.get("generator"):
+        text += f" ({provenance['generator']})"
+    return text + (" !" if provenance.get("disagrees") else "")
 
 
 def shard_path(output: Path, rank: int, world_size: int) -> Path:

@@ -45,7 +45,7 @@ def test_predict_table_and_missing_path(capsys, tiny_model_dir, image_dir, tmp_p
     code, out, _ = run(capsys, "predict", str(image_dir / "a.jpg"), str(tmp_path / "nope.png"), "--model",
                        str(tiny_model_dir))
     lines = out.strip().splitlines()
-    assert lines[0].split()[:4] == ["path", "label", "score", "objects"]
+    assert lines[0].split()[:5] == ["path", "label", "score", "provenance", "objects"]
     assert any("a.jpg" in line and ("real" in line or "ai_generated" in line) for line in lines)
     assert any("nope.png: no such file" in line for line in lines)
     assert code == 1
@@ -56,3 +56,56 @@ def test_predict_writes_output_file(capsys, tiny_model_dir, image_dir, tmp_path)
     code, _, _ = run(capsys, "predict", str(image_dir), "--model", str(tiny_model_dir), "--format", "json",
                      "--output", str(target))
     assert code == 0 and len(json.loads(target.read_text())) == 3
+
+
+@pytest.fixture
+def declared_images(tmp_path, c2pa_signer):
+    """A signed AI image, a PNG with AUTOMATIC1111 parameters, and a plain photo."""
+    from PIL import PngImagePlugin
+
+    from conftest import image_bytes
+
+    folder = tmp_path / "declared"
+    folder.mkdir()
+    (folder / "signed.jpg").write_bytes(c2pa_signer.sign(image_bytes("JPEG", seed=1), "image/jpeg"))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, Seed: 1")
+    (folder / "a1111.png").write_bytes(image_bytes("PNG", seed=2, pnginfo=info))
+    (folder / "plain.jpg").write_bytes(image_bytes("JPEG", seed=3))
+    return folder
+
+
+def test_predict_reports_provenance_in_every_format(capsys, tiny_model_dir, declared_images):
+    code, out, _ = run(capsys, "predict", str(declared_images), "--model", str(tiny_model_dir), "--format", "json")
+    results = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(out)}
+    signed, a1111, plain = results["signed.jpg"], results["a1111.png"], results["plain.jpg"]
+    assert (signed["label"], signed["score"], signed["decided_by"]) == ("ai_generated", 1.0, "provenance")
+    assert signed["provenance"]["issuer"] == "Example Generator Inc" and signed["provenance"]["valid"] is True
+    assert len(signed["authenticity"]) == 2  # the pixel scores are still there
+    assert a1111["provenance"]["generator"] == "AUTOMATIC1111 Stable Diffusion WebUI"
+    assert a1111["decided_by"] == "pixels" and a1111["label"] == a1111["authenticity"][0]["label"]
+    assert a1111["provenance"]["disagrees"] is (a1111["label"] == "real")
+    assert plain["provenance"]["claim"] == "none" and plain["decided_by"] == "pixels"
+
+    code, out, _ = run(capsys, "predict", str(declared_images), "--model", str(tiny_model_dir), "--format", "csv")
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(io.StringIO(out))}
+    assert json.loads(rows["signed.jpg"]["provenance"])["source"] == "c2pa" and rows["signed.jpg"]["decided_by"] == \
+        "provenance"
+
+    code, out, _ = run(capsys, "predict", str(declared_images), "--model", str(tiny_model_dir))
+    line = next(line for line in out.splitlines() if "signed.jpg" in line)
+    assert "c2pa: ai_generated (valid, Example Generator Inc)" in line and "ai_generated" in line.split()[1]
+
+
+@pytest.mark.parametrize("evidence", ["pixels", "provenance"])
+def test_predict_evidence_choice(capsys, tiny_model_dir, declared_images, evidence):
+    code, out, _ = run(capsys, "predict", str(declared_images), "--model", str(tiny_model_dir), "--format", "json",
+                       "--evidence", evidence)
+    results = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(out)}
+    assert code == 0
+    if evidence == "pixels":
+        assert all(r["provenance"] is None and r["decided_by"] == "pixels" and r["authenticity"]
+                   for r in results.values())
+    else:  # the files' own declarations, without the model
+        assert results["signed.jpg"]["label"] == "ai_generated" and results["signed.jpg"]["authenticity"] == []
+        assert results["plain.jpg"]["label"] == "uncertain" and results["a1111.png"]["label"] == "uncertain"

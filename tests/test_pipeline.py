@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -50,7 +52,8 @@ def test_objects_head_multi_label_threshold_and_top_k(classifier, tiny_model_dir
 
 def test_both_heads(classifier, image_dir):
     result = classifier(str(image_dir / "a.jpg"), head="both", object_threshold=0.0)
-    assert set(result) == {"authenticity", "objects", "decision"}
+    assert set(result) == {"authenticity", "objects", "decision", "provenance", "decided_by"}
+    assert result["provenance"]["claim"] == "none" and result["decided_by"] == "pixels"
     assert len(result["authenticity"]) == 2 and len(result["objects"]) == 3
     assert result["decision"] == result["authenticity"][0]["label"]  # uncalibrated: threshold 0.5, no band
 
@@ -120,3 +123,16 @@ def test_pipeline_passes_the_artifact_crops(tmp_path, image_dir):
     probabilities = torch.softmax(outputs.logits, -1)[0]
     assert result["authenticity"][0]["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)
     assert result["decision"] in {"real", "ai_generated"}
+
+
+def test_both_heads_read_the_provenance_of_files_and_bytes(classifier, c2pa_signer):
+    from PIL import Image
+
+    from conftest import image_bytes
+
+    signed = c2pa_signer.sign(image_bytes("JPEG"), "image/jpeg")
+    for result in (classifier(signed, head="both"), classifier([signed, signed], head="both", batch_size=2)[1]):
+        assert result["decision"] == "ai_generated" and result["decided_by"] == "provenance"
+        assert result["provenance"]["signed"] and result["provenance"]["valid"]
+    decoded = classifier(Image.open(io.BytesIO(signed)), head="both")  # a decoded image: no file to read
+    assert "provenance" not in decoded

@@ -177,7 +177,8 @@ def test_health_readiness_and_metrics(serve):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["database"] == "ok"
-    client.post("/v1/predict", files=[("file", ("a.png", png(0), "image/png")), ("file", ("b.txt", b"x", "text/plain"))])
+    client.post("/v1/predict", files=[("file", ("a.png", png(0), "image/png")),
+                                      ("file", ("b.txt", b"x", "text/plain"))])
     text = client.get("/metrics").text
     assert 'dualsight_requests_total{endpoint="/v1/predict",status="200"} 1.0' in text
     assert 'dualsight_errors_total{cause="unsupported_media_type"} 1.0' in text
@@ -213,3 +214,18 @@ def test_database_outage_is_503_then_recovers_without_restart(tmp_path, tiny_mod
         assert client.post("/v1/predict", files=files).status_code == 200
         rows = client.get("/v1/predictions").json()["items"]
         assert len(rows) == 4 and len({row["request_id"] for row in rows}) == 2
+
+
+def test_answers_and_history_carry_provenance(serve, c2pa_signer):
+    from conftest import image_bytes
+
+    client = serve()
+    signed = c2pa_signer.sign(image_bytes("JPEG"), "image/jpeg")
+    answer = client.post("/v1/predict", files=[("file", ("signed.jpg", signed, "image/jpeg")),
+                                               ("file", ("plain.png", png(1), "image/png"))]).json()
+    by_name = {result["file_name"]: result for result in answer["results"]}
+    assert by_name["signed.jpg"]["label"] == "ai_generated" and by_name["signed.jpg"]["decided_by"] == "provenance"
+    assert by_name["signed.jpg"]["provenance"]["issuer"] == "Example Generator Inc"
+    assert by_name["plain.png"]["provenance"]["claim"] == "none" and by_name["plain.png"]["decided_by"] == "pixels"
+    row = client.get(f"/v1/predictions/{by_name['signed.jpg']['id']}").json()
+    assert row["provenance"]["source"] == "c2pa" and row["decided_by"] == "provenance"

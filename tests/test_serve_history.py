@@ -24,7 +24,8 @@ def row(minute: int, label: str = "real", model: str = "m", sha256: str = "a" * 
               "client_id": "uploads", "sha256": sha256, "file_name": "x.jpg", "size_bytes": 10, "model_id": model,
               "model_revision": "abc", "label": label, "score": 0.75, "uncertain": label == "uncertain",
               "decision_threshold": 0.5, "authenticity": [{"label": label, "score": 0.75}],
-              "objects": [{"label": "person", "score": 0.9}], "latency_ms": 12.5, "stored_image": None}
+              "objects": [{"label": "person", "score": 0.9}], "latency_ms": 12.5, "stored_image": None,
+              "provenance": {"claim": "none", "source": None}, "decided_by": "pixels"}
     values.update(overrides)
     return values
 
@@ -49,11 +50,11 @@ def test_urls_from_what_users_type():
 
 
 def test_schema_is_migrated_and_versioned(history):
-    assert history.schema_version() == "0001"
+    assert history.schema_version() == "0002"
     columns = {column["name"] for column in sa.inspect(history.engine).get_columns("predictions")}
     assert columns == {column.name for column in predictions.columns}
     history.upgrade()  # idempotent: a restarted service migrates nothing twice
-    assert history.schema_version() == "0001"
+    assert history.schema_version() == "0002"
 
 
 def test_sqlite_history_is_in_wal_mode(tmp_path):
@@ -119,3 +120,19 @@ def test_unreachable_database_is_one_line():
     with pytest.raises(HistoryUnavailable) as caught:
         History("postgresql://nobody@127.0.0.1:1/none")
     assert "cannot prepare the history" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_upgrading_keeps_the_rows_written_before(tmp_path):
+    """A history written by the first schema is migrated in place when a newer service opens it."""
+    path = str(tmp_path / "old.sqlite3")
+    old = History(path, upgrade=False)
+    old.upgrade("0001")
+    first = {name: value for name, value in row(0).items() if name not in ("provenance", "decided_by")}
+    with old.engine.begin() as connection:
+        connection.execute(sa.table("predictions", *(sa.column(name) for name in first)).insert(), [
+            {**first, "authenticity": json.dumps(first["authenticity"]), "objects": json.dumps(first["objects"])}])
+    old.dispose()
+    new = History(path)
+    assert new.schema_version() == "0002"
+    kept = new.get(first["id"])
+    assert kept["label"] == "real" and kept["provenance"] is None and kept["objects"] == first["objects"]

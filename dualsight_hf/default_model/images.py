@@ -42,6 +42,10 @@ class ImageLoadError(ValueError):
         super().__init__(f"{source}: {cause}")
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image has more pixels than the decoding limit allows (`max_image_pixels`, decompression bombs)."""
+
+
 def max_image_pixels() -> int:
     """The decoding limit in pixels, from `DUALSIGHT_MAX_IMAGE_PIXELS` or `DEFAULT_MAX_IMAGE_PIXELS`."""
     return int(os.environ.get("DUALSIGHT_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS))
@@ -131,13 +135,13 @@ def load_image(source, max_pixels: int | None = None, name: str | None = None) -
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as error:
-            raise ImageLoadError(label, f"image too large to decode safely ({error})") from None
+            raise ImageTooLargeError(label, f"image too large to decode safely ({error})") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             raise ImageLoadError(label, _describe_unreadable(data[:1024])) from None
 
     width, height = image.size
     if width * height > limit:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             label, f"{width}x{height} pixels exceeds the limit of {limit} pixels (set DUALSIGHT_MAX_IMAGE_PIXELS)"
         )
     if width < 1 or height < 1:

@@ -102,6 +102,15 @@ def _as_numpy(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
+def read_file_provenance(source):
+    """`provenance.read_provenance(source)`, or `None` where that module is not shipped (remote code)."""
+    try:
+        from .provenance import read_provenance
+    except ImportError:
+        return None
+    return read_provenance(source)
+
+
 class DualSightImageClassificationPipeline(ImageClassificationPipeline):
     """
     The `image-classification` pipeline for DualSight models.
@@ -117,6 +126,11 @@ class DualSightImageClassificationPipeline(ImageClassificationPipeline):
             also gives the `"decision"` (a class name or `"uncertain"`, see `authenticity_decision`).
         object_threshold (`float`, *optional*, defaults to 0.5): presence threshold of a multi-label object head.
         uncertain_band (`float`, *optional*): overrides the model's `uncertain_band` for the decision.
+
+    With `head="both"` and a file path or bytes, the answer also carries `"provenance"` (what the file declares
+    about its origin: C2PA, IPTC, generator metadata; see `dualsight_hf.provenance`) and `"decided_by"`: a validly
+    signed C2PA claim of AI generation sets the decision to `"ai_generated"`; nothing in metadata makes it `"real"`.
+    (Where the provenance module is not available, as in remote code without it, the keys are left out.)
 
     Inputs are file paths, bytes, PIL images or numpy arrays, one or a list; files are read with
     `dualsight_hf.images.load_image` (EXIF rotation, transparency, 16-bit, CMYK, animated first frame) and an
@@ -142,16 +156,29 @@ class DualSightImageClassificationPipeline(ImageClassificationPipeline):
             if head != "authenticity" and not getattr(self.model.config, "num_object_labels", 0):
                 raise ValueError(f"head={head!r} needs an object head, and this model has none")
             postprocess_params["head"] = head
+            preprocess_params["provenance"] = head == "both"
         if object_threshold is not None:
             postprocess_params["object_threshold"] = float(object_threshold)
         if uncertain_band is not None:
             postprocess_params["uncertain_band"] = float(uncertain_band)
         return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, image, timeout=None):
+    def preprocess(self, image, timeout=None, provenance=False):
+        evidence = None
         if isinstance(image, (str, os.PathLike, bytes)) and not str(image).startswith(("http://", "https://")):
+            evidence = read_file_provenance(image) if provenance else None
             image = load_image(image)
-        return super().preprocess(image, timeout=timeout)
+        model_inputs = super().preprocess(image, timeout=timeout)
+        if evidence is not None:
+            model_inputs["provenance"] = evidence
+        return model_inputs
+
+    def _forward(self, model_inputs):
+        evidence = model_inputs.pop("provenance", None)
+        model_outputs = super()._forward(model_inputs)
+        if evidence is not None:
+            model_outputs["provenance"] = evidence
+        return model_outputs
 
     def postprocess(self, model_outputs, function_to_apply=None, top_k=5, head="authenticity", object_threshold=0.5,
                     uncertain_band=None):
@@ -166,4 +193,9 @@ class DualSightImageClassificationPipeline(ImageClassificationPipeline):
         if head == "objects":
             return objects
         decision, _ = authenticity_decision(model_outputs["logits"][0], config, uncertain_band)
-        return {"authenticity": authenticity, "objects": objects, "decision": decision}
+        answer = {"authenticity": authenticity, "objects": objects, "decision": decision}
+        evidence = model_outputs.get("provenance")
+        if evidence is not None:  # a file or its bytes: what it declares, and a signed AI claim decides
+            answer["decision"], _, answer["decided_by"] = evidence.decide(decision)
+            answer["provenance"] = evidence.report(decision)
+        return answer

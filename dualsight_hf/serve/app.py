@@ -26,6 +26,7 @@ from starlette.formparsers import MultiPartException
 
 from ..images import ImageLoadError, ImageTooLargeError, max_image_pixels
 from ..pipeline import UNCERTAIN
+from ..provenance import read_provenance
 from .batching import MicroBatcher
 from .history import History, HistoryUnavailable, as_json
 from .keys import ApiKeys
@@ -242,6 +243,7 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
             data = await upload.read()
             item.update(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), data=data)
             item["inputs"] = await run_in_threadpool(app.state.predictor.prepare, data, name, max_pixels)
+            item["provenance"] = await run_in_threadpool(read_provenance, data)
         except ImageTooLargeError as error:
             item["error"] = ServiceError(413, "too_large", str(error))
         except ImageLoadError as error:
@@ -273,7 +275,7 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
         created_at = datetime.now(timezone.utc)
         rows = []
         for item, answer in zip(good, answers):
-            item["answer"] = answer
+            answer = item["answer"] = app.state.predictor.with_provenance(answer, item["provenance"])
             rows.append({
                 "id": str(uuid.uuid4()), "created_at": created_at, "request_id": request_id,
                 "image_index": item["index"], "client_id": client,
@@ -283,6 +285,7 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
                 "decision_threshold": app.state.threshold, "authenticity": answer["authenticity"],
                 "objects": answer["objects"], "latency_ms": latency_ms,
                 "stored_image": await run_in_threadpool(store, item) if settings.store_images else None,
+                "provenance": answer["provenance"], "decided_by": answer["decided_by"],
             })
             item["id"] = rows[-1]["id"]
         try:
@@ -301,7 +304,8 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
                 result.update(id=item["id"], error=None)
                 if head in ("authenticity", "both"):
                     result.update(label=answer["label"], score=answer["score"],
-                                  uncertain=answer["label"] == UNCERTAIN, authenticity=answer["authenticity"])
+                                  uncertain=answer["label"] == UNCERTAIN, authenticity=answer["authenticity"],
+                                  provenance=answer["provenance"], decided_by=answer["decided_by"])
                 if head in ("objects", "both"):
                     result["objects"] = answer["objects"]
             results.append(result)

@@ -17,7 +17,8 @@ EXPORT_FORMATS = ("csv", "jsonl")
 metadata = sa.MetaData()
 
 #: One row per scored image; `image_index` is its position among the request's files. `authenticity` holds every
-#: class with its probability, best first; `objects` the object head's top classes.
+#: class with its probability, best first; `objects` the object head's top classes; `provenance` what the file
+#: declares about its origin (`provenance.Provenance`) and `decided_by` whether the pixels or a signed claim decided.
 predictions = sa.Table(
     "predictions", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
@@ -38,6 +39,8 @@ predictions = sa.Table(
     sa.Column("objects", sa.JSON, nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("stored_image", sa.String(1024), nullable=True),
+    sa.Column("provenance", sa.JSON, nullable=True),
+    sa.Column("decided_by", sa.String(16), nullable=True),
 )
 
 COLUMNS = [column.name for column in predictions.columns]
@@ -95,7 +98,7 @@ class History:
     >>> from dualsight_hf.serve.history import History
     >>> history = History(tempfile.mkdtemp() + "/history.sqlite3")
     >>> history.schema_version()
-    '0001'
+    '0002'
     >>> history.search()
     []
     ```
