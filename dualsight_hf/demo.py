@@ -15,6 +15,7 @@ from .images import ImageLoadError, load_image
 from .loading import ModelLoadError, load_model
 from .pipeline import UNCERTAIN, authenticity_decision, authenticity_probabilities, object_predictions
 from .processing import load_image_processor
+from .provenance import decide, read_provenance
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_CHOICE = "default"
@@ -64,13 +65,15 @@ def analyse(image_path, choice: str = DEFAULT_CHOICE, heatmap: bool = True, band
 
     Returns:
         `dict` with `authenticity` (label -> probability), `decision` (a class or `"uncertain"`), `ai_probability`,
-        `objects` (label -> score), `milliseconds`, `heatmap` (a PIL image or `None`) and `error` (a one-line
+        `objects` (label -> score), `milliseconds`, `heatmap` (a PIL image or `None`), `provenance` (what the file
+        declares about its origin, see `dualsight_hf.provenance`; `None` for an image without a file),
+        `decided_by` (`"pixels"`, or `"provenance"` for a validly signed AI claim) and `error` (a one-line
         message, with everything else empty, when the file or model cannot be used).
     """
     from .gradcam import grad_cam, overlay
 
     empty = {"authenticity": {}, "decision": None, "ai_probability": None, "objects": {}, "milliseconds": None,
-             "heatmap": None, "error": None}
+             "heatmap": None, "provenance": None, "decided_by": None, "error": None}
     if image_path is None:
         return {**empty, "error": "Upload an image first."}
     try:
@@ -83,6 +86,9 @@ def analyse(image_path, choice: str = DEFAULT_CHOICE, heatmap: bool = True, band
         config = model.config
         probabilities = authenticity_probabilities(outputs.logits[0], config)
         decision, _ = authenticity_decision(outputs.logits[0], config, band)
+        evidence = None if hasattr(image_path, "size") else read_provenance(image_path)
+        pixel_decision = decision
+        decision, _, decided_by = decide(decision, None, evidence)
         objects = (object_predictions(outputs.object_logits[0], config, top_k=5) if outputs.object_logits is not None
                    else [])
         milliseconds = (time.perf_counter() - start) * 1000
@@ -91,7 +97,8 @@ def analyse(image_path, choice: str = DEFAULT_CHOICE, heatmap: bool = True, band
     result = {**empty, "decision": decision, "milliseconds": milliseconds,
               "authenticity": {config.id2label[i]: float(p) for i, p in enumerate(probabilities)},
               "ai_probability": float(probabilities[1]) if len(probabilities) == 2 else None,
-              "objects": {o["label"]: o["score"] for o in objects}}
+              "objects": {o["label"]: o["score"] for o in objects}, "decided_by": decided_by,
+              "provenance": evidence.report(pixel_decision) if evidence is not None else None}
     if heatmap:
         target = int(probabilities.argmax())
         cam = grad_cam(model, inputs, target)
@@ -104,24 +111,52 @@ def verdict_markdown(result: dict) -> str:
     if result["error"]:
         return f"**Error:** {result['error']}"
     decision, milliseconds = result["decision"], result["milliseconds"]
+    if result["decided_by"] == "provenance":
+        return f"**{decision}**: the file carries a validly signed AI claim (see provenance) ({milliseconds:.0f} ms)"
     if decision == UNCERTAIN:
         return (f"**uncertain**: P(ai_generated) = {result['ai_probability']:.3f} is close to the decision "
                 f"threshold ({milliseconds:.0f} ms)")
     return f"**{decision}** (p = {result['authenticity'][decision]:.3f}) in {milliseconds:.0f} ms"
 
 
+def provenance_markdown(result: dict) -> str:
+    """The provenance panel: what the file declares about its origin, as separate lines of evidence."""
+    evidence = result.get("provenance")
+    if result.get("error") or evidence is None:
+        return ""
+    if evidence["claim"] == "none" and evidence["source"] is None:
+        reason = evidence["details"].get("reason")
+        return "**Provenance:** no C2PA manifest, IPTC source type or generator metadata" + \
+            (f" ({reason})" if reason else "") + "."
+    lines = [f"**Provenance:** {evidence['claim'].replace('_', ' ')}, from {evidence['source']}"]
+    if evidence["signed"]:
+        state = "valid signature" if evidence["valid"] else "INVALID signature (tampered or broken): not a claim"
+        lines.append(f"- C2PA manifest: {state}; signer: {evidence['issuer'] or 'unknown'} "
+                     f"({evidence['details'].get('trust', 'unknown trust')})")
+    else:
+        lines.append("- unsigned metadata: evidence only, it does not change the verdict")
+    if evidence["generator"]:
+        lines.append(f"- generator: {evidence['generator']}")
+    if evidence.get("disagrees"):
+        lines.append("- **disagrees with the pixel verdict**")
+    return "\n".join(lines)
+
+
 def analyse_batch(paths: list, choice: str = DEFAULT_CHOICE, band: float = DEFAULT_BAND,
                   cache: ModelCache | None = None) -> tuple[list[list], str]:
     """
-    Several files at once: rows `[file, decision, P(ai_generated), objects, error]` and a CSV file of them.
+    Several files at once: rows `[file, decision, P(ai_generated), objects, provenance, error]` and a CSV file of
+    them.
     """
     cache = cache or ModelCache()
     rows = []
     for path in paths or []:
         path = getattr(path, "name", path)
         result = analyse(path, choice, heatmap=False, band=band, cache=cache)
+        evidence = result["provenance"] or {}
+        claim = f"{evidence['source']}: {evidence['claim']}" if evidence.get("source") else ""
         rows.append([Path(str(path)).name, result["decision"] or "", "" if result["ai_probability"] is None else
-                     round(result["ai_probability"], 4), ", ".join(result["objects"]), result["error"] or ""])
+                     round(result["ai_probability"], 4), ", ".join(result["objects"]), claim, result["error"] or ""])
     handle, csv_path = tempfile.mkstemp(prefix="dualsight-", suffix=".csv")
     with os.fdopen(handle, "w", newline="") as out:
         writer = csv.writer(out)
@@ -130,7 +165,7 @@ def analyse_batch(paths: list, choice: str = DEFAULT_CHOICE, band: float = DEFAU
     return rows, csv_path
 
 
-BATCH_HEADERS = ["file", "decision", "p_ai_generated", "objects", "error"]
+BATCH_HEADERS = ["file", "decision", "p_ai_generated", "objects", "provenance", "error"]
 
 
 def build_demo(cache: ModelCache | None = None):
@@ -146,7 +181,7 @@ def build_demo(cache: ModelCache | None = None):
         image_path = image.get("path") if isinstance(image, dict) else image
         result = analyse(image_path, choice, show_heatmap, band, cache)
         return (result["authenticity"] or None, verdict_markdown(result), result["objects"] or None,
-                result["heatmap"])
+                result["heatmap"], provenance_markdown(result))
 
     def batch(files, choice, band):
         rows, csv_path = analyse_batch(files, choice, band, cache)
@@ -170,12 +205,13 @@ def build_demo(cache: ModelCache | None = None):
                     run = gr.Button("Analyse", variant="primary", elem_id="analyse")
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
+                    provenance = gr.Markdown(elem_id="provenance")
                     authenticity = gr.Label(label="Authenticity", elem_id="authenticity")
                     objects = gr.Label(label="Objects", num_top_classes=5, elem_id="objects")
                     heatmap = gr.Image(label="What the decision looked at", elem_id="heatmap", interactive=False)
             if examples:  # the repository's examples/ (absent from a wheel install)
                 gr.Examples(examples, inputs=image, label="Examples")
-            outputs = [authenticity, verdict, objects, heatmap]
+            outputs = [authenticity, verdict, objects, heatmap, provenance]
             run.click(single, [image, choice, show_heatmap, band], outputs, preprocess=False)
             image.upload(single, [image, choice, show_heatmap, band], outputs, preprocess=False)
         with gr.Tab("Batch"):

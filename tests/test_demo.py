@@ -95,8 +95,27 @@ def test_batch_rows_and_csv(cache, image_dir, tmp_path):
     paths = [str(image_dir / "a.jpg"), str(image_dir / "b.png"), str(tmp_path / "broken.png")]
     rows, csv_path = analyse_batch(paths, "default", band=0.0, cache=cache)
     assert [row[0] for row in rows] == ["a.jpg", "b.png", "broken.png"]
-    assert rows[2][4] == "broken.png: empty file (0 bytes)" and rows[2][1] == ""
+    assert rows[2][5] == "broken.png: empty file (0 bytes)" and rows[2][1] == ""
     with open(csv_path, newline="") as handle:
         written = list(csv.reader(handle))
     assert written[0] == BATCH_HEADERS and len(written) == 4
     assert written[1][1] in {"real", "ai_generated"} and float(written[1][2]) == pytest.approx(rows[0][2])
+
+
+def test_provenance_panel_and_a_signed_claim(cache, tmp_path, c2pa_signer):
+    from conftest import image_bytes
+    from dualsight_hf.demo import provenance_markdown
+
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(c2pa_signer.sign(image_bytes("JPEG"), "image/jpeg"))
+    result = analyse(str(signed), "default", heatmap=False, band=0.0, cache=cache)
+    assert result["decision"] == "ai_generated" and result["decided_by"] == "provenance"
+    assert "validly signed AI claim" in verdict_markdown(result)
+    panel = provenance_markdown(result)
+    assert "valid signature" in panel and "Example Generator Inc" in panel and "untrusted" in panel
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(image_bytes("PNG"))
+    assert provenance_markdown(analyse(str(plain), "default", heatmap=False, cache=cache)).startswith(
+        "**Provenance:** no C2PA manifest")
+    rows, _ = analyse_batch([str(signed), str(plain)], "default", cache=cache)
+    assert rows[0][4] == "c2pa: ai_generated" and rows[1][4] == ""

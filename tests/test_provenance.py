@@ -220,3 +220,13 @@ def test_without_c2pa_python_a_manifest_is_said_to_be_unchecked(c2pa_signer, mon
     monkeypatch.setitem(sys.modules, "c2pa", None)  # as if the provenance extra were not installed
     evidence = read_provenance(signed)
     assert evidence.claim == "none" and not evidence.signed and "not checked" in evidence.details["c2pa"]
+
+
+def test_hostile_metadata_still_gets_a_pixel_verdict(tiny_model_dir, tmp_path):
+    from dualsight_hf.predict import Predictor
+
+    bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><x:xmpmeta>&b;</x:xmpmeta>'
+    (tmp_path / "bomb.jpg").write_bytes(image_bytes("JPEG", xmp=bomb))
+    (result,) = Predictor(str(tiny_model_dir), num_workers=0).predict_paths([tmp_path / "bomb.jpg"])
+    assert result.error is None and result.label in ("real", "ai_generated") and result.decided_by == "pixels"
+    assert result.provenance["claim"] == "none" and "entity" in result.provenance["details"]["reason"]
