@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup setup-all browser postgres serve serve-load provenance-cost predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
+.PHONY: setup setup-all browser postgres serve serve-load provenance-cost adaptation-curve predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ serve-load: setup-all
 ## What reading provenance (C2PA, IPTC, generator metadata) costs per image (the table goes into README.md).
 provenance-cost: setup-all
 	$(BIN)/python benchmarks/provenance_cost.py --readme README.md
+
+## Few-shot adaptation in the leave-one-family-out protocol (needs the generalisation runs; resumes; table in README.md).
+adaptation-curve: setup-all
+	$(BIN)/python benchmarks/adaptation_curve.py --readme README.md
 
 ## The web page (the Hugging Face Spaces entry point is app.py).
 demo: setup-all

@@ -474,6 +474,64 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _add_adapt(subparsers):
+    parser = subparsers.add_parser("adapt", help="teach a model a new generator from a few of its images (few-shot "
+                                                 "fine-tuning with replay of earlier data)")
+    parser.add_argument("--model", default=None, help="the model folder to adapt (default: the shipped default model)")
+    parser.add_argument("--fake", nargs="+", default=[], metavar="DIR_OR_MANIFEST",
+                        help="the new generator's images: folders or manifests (.csv)")
+    parser.add_argument("--real", nargs="+", default=[], metavar="DIR_OR_MANIFEST", help="real photos: folders or "
+                                                                                         "manifests (.csv)")
+    parser.add_argument("--from-history", default=None, metavar="DATABASE_URL",
+                        help="also train on the service's corrected predictions whose images were stored")
+    parser.add_argument("--out", required=True, help="folder of the adapted model")
+    parser.add_argument("--shots", type=int, default=32, help="training images per class (default 32; the rest of "
+                                                              "what is not held back is unused)")
+    parser.add_argument("--replay", nargs="*", default=None, metavar="MANIFEST",
+                        help="earlier training data to mix in (default: the data the model's own training run "
+                             "recorded, where it can be read)")
+    parser.add_argument("--replay-size", type=int, default=None, help="replayed images (default: 4x the shots)")
+    parser.add_argument("--train", default="head", help="what is fine-tuned: head (default), head+artifacts or "
+                                                        "head+last-stage")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--held-back", type=float, default=0.25, help="fraction of your images per class kept to "
+                                                                      "measure before and after (default 0.25)")
+    parser.add_argument("--min-per-class", type=int, default=8, help="refuse fewer images per class (default 8)")
+    parser.add_argument("--fpr-margin", type=float, default=0.02, help="warn when the false-positive rate on "
+                                                                      "replayed real photos rises by more than this")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=_run_adapt)
+
+
+def _run_adapt(args) -> int:
+    from . import DEFAULT_MODEL_DIR
+    from .adaptation import AdaptationError, adapt, card_section, recorded_replay
+    from .data import DataSourceError
+
+    model = str(args.model or DEFAULT_MODEL_DIR)
+    fake, real = list(args.fake), list(args.real)
+    if args.from_history:
+        from .serve.history import History, HistoryUnavailable
+
+        try:
+            corrected = History(args.from_history, upgrade=False).corrected_images()
+        except HistoryUnavailable as error:
+            raise SystemExit(f"dualsight: error: {error}")
+        fake += corrected["ai_generated"]
+        real += corrected["real"]
+    try:
+        replay = args.replay if args.replay is not None else recorded_replay(model)
+        report = adapt(model, fake, real, args.out, shots=args.shots, replay=replay, replay_size=args.replay_size,
+                       part=args.train, epochs=args.epochs, learning_rate=args.learning_rate,
+                       held_back=args.held_back, min_per_class=args.min_per_class, fpr_margin=args.fpr_margin,
+                       seed=args.seed)
+    except (AdaptationError, DataSourceError) as error:
+        raise SystemExit(f"dualsight: error: {error}")
+    print(card_section(report))
+    return 0
+
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -575,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(subparsers)
     _add_check_precision(subparsers)
     _add_demo(subparsers)
+    _add_adapt(subparsers)
     _add_serve(subparsers)
     _add_history(subparsers)
     return parser

@@ -350,13 +350,12 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.config.freeze_backbone:
-            # Frozen parts keep their normalisation statistics: batch statistics must not leak into them.
-            for backbone in self.backbones:
-                for module in backbone.modules():
-                    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                            p.requires_grad for p in module.parameters()):
-                        module.eval()
+        # Frozen parts keep their normalisation statistics: batch statistics must not leak into them (a frozen
+        # backbone, or the parts that few-shot adaptation leaves as they are).
+        for module in self.modules():
+            parameters = list(module.parameters()) if isinstance(module, nn.modules.batchnorm._BatchNorm) else []
+            if parameters and not any(p.requires_grad for p in parameters):
+                module.eval()
         return self
 
     def semantic_features(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None):

@@ -247,3 +247,58 @@ def image_bytes(format: str = "JPEG", seed: int = 0, **save_options) -> bytes:
 def png_bytes(seed: int = 0) -> bytes:
     """The bytes of a random PNG, as an upload would send them."""
     return image_bytes("PNG", seed)
+
+
+#: Makes `dualsight_hf` unimportable in a child Python (the situation of a user who loads a folder by remote code).
+BLOCK_PACKAGE = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dualsight_hf" or name.startswith("dualsight_hf."):
+            raise ImportError("dualsight_hf is blocked in this test")
+sys.meta_path.insert(0, _Block())
+try:
+    import dualsight_hf
+    raise SystemExit("dualsight_hf should not be importable here")
+except ImportError:
+    pass
+"""
+
+LOAD_AND_PREDICT = BLOCK_PACKAGE + """
+import json
+import torch
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, pipeline
+from PIL import Image
+model_id, image_path = sys.argv[1], sys.argv[2]
+config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+model = AutoModelForImageClassification.from_pretrained(model_id, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(model_id, backend="pil", trust_remote_code=True)
+inputs = processor(Image.open(image_path).convert("RGB"), return_tensors="pt")
+with torch.no_grad():
+    out = model(**inputs)
+classifier = pipeline("image-classification", model=model_id, trust_remote_code=True)
+print(json.dumps({
+    "config_class": type(config).__module__,
+    "model_class": type(model).__name__,
+    "pipeline_class": type(classifier).__name__,
+    "processor_class": type(processor).__module__ + "." + type(processor).__name__,
+    "inputs": sorted(inputs),
+    "logits": out.logits.tolist(),
+    "object_logits": out.object_logits.tolist(),
+    "both": classifier(image_path, head="both", object_threshold=0.0),
+}))
+"""
+
+
+def run_without_package(model_id: str, image_path: str, env: dict | None = None) -> dict:
+    """Load `model_id` by remote code in a Python that cannot import `dualsight_hf`, score `image_path`: what it
+    got (classes, logits, the pipeline's answer)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, model_id, image_path], capture_output=True,
+                            text=True, env={**os.environ, **(env or {})}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

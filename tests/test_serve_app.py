@@ -188,17 +188,18 @@ def test_health_readiness_and_metrics(serve):
 
 def test_openapi_schema_lists_the_endpoints(serve):
     paths = serve().get("/openapi.json").json()["paths"]
-    assert {"/v1/predict", "/v1/predictions", "/v1/predictions/{prediction_id}", "/healthz", "/readyz",
-            "/metrics"} <= set(paths)
+    assert {"/v1/predict", "/v1/predictions", "/v1/predictions/{prediction_id}", "/v1/feedback", "/healthz",
+            "/readyz", "/metrics"} <= set(paths)
 
 
 def test_database_outage_is_503_then_recovers_without_restart(tmp_path, tiny_model_dir, postgres):
     """PostgreSQL stopped: requests get 503 and nothing is half-written; started again: the same app works."""
-    from dualsight_hf.serve.history import predictions
+    from dualsight_hf.serve.history import feedback, predictions
 
     settings = ServiceSettings(model=str(tiny_model_dir), database_url=postgres.url)
     with TestClient(create_app(settings)) as client:
         with client.app.state.history.engine.begin() as connection:
+            connection.execute(feedback.delete())
             connection.execute(predictions.delete())
         files = [("file", ("a.png", png(0), "image/png")), ("file", ("b.png", png(1), "image/png"))]
         assert client.post("/v1/predict", files=files).status_code == 200
@@ -229,3 +230,20 @@ def test_answers_and_history_carry_provenance(serve, c2pa_signer):
     assert by_name["plain.png"]["provenance"]["claim"] == "none" and by_name["plain.png"]["decided_by"] == "pixels"
     row = client.get(f"/v1/predictions/{by_name['signed.jpg']['id']}").json()
     assert row["provenance"]["source"] == "c2pa" and row["decided_by"] == "provenance"
+
+
+def test_feedback_needs_the_write_key_and_is_read_back(serve, key_file):
+    client = serve(api_key_file=str(key_file))
+    writer = {"Authorization": f"Bearer {KEY}"}
+    prediction = client.post("/v1/predict", files={"file": ("a.png", png(0), "image/png")},
+                             headers=writer).json()["results"][0]
+    correction = {"prediction_id": prediction["id"], "label": "real", "reviewer": "ana"}
+    assert client.post("/v1/feedback", json=correction).status_code == 401
+    stored = client.post("/v1/feedback", json=correction, headers=writer)
+    assert stored.status_code == 201 and stored.json()["client_id"] == "uploads"
+    unknown = client.post("/v1/feedback", json={**correction, "prediction_id": "nope"}, headers=writer)
+    assert unknown.status_code == 404 and unknown.json()["error"]["cause"] == "not_found"
+    bad = client.post("/v1/feedback", json={**correction, "label": "fake"}, headers=writer)
+    assert bad.status_code == 422 and "not one of" in bad.json()["error"]["message"]
+    row = client.get(f"/v1/predictions/{prediction['id']}", headers={"Authorization": f"Bearer {READER_KEY}"}).json()
+    assert [(f["label"], f["reviewer"]) for f in row["feedback"]] == [("real", "ana")]

@@ -13,7 +13,7 @@ pytest.importorskip("alembic", reason="the history needs the serve extra (sqlalc
 
 import sqlalchemy as sa  # noqa: E402
 
-from dualsight_hf.serve.history import History, HistoryUnavailable, database_url, predictions  # noqa: E402
+from dualsight_hf.serve.history import History, HistoryUnavailable, database_url, feedback, predictions  # noqa: E402
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -38,6 +38,7 @@ def history(request, tmp_path):
         server = request.getfixturevalue("postgres")
         opened = History(server.url)
         with opened.engine.begin() as connection:  # a clean table for each test on the shared server
+            connection.execute(feedback.delete())
             connection.execute(predictions.delete())
     yield opened
     opened.dispose()
@@ -50,11 +51,11 @@ def test_urls_from_what_users_type():
 
 
 def test_schema_is_migrated_and_versioned(history):
-    assert history.schema_version() == "0002"
+    assert history.schema_version() == "0003"
     columns = {column["name"] for column in sa.inspect(history.engine).get_columns("predictions")}
     assert columns == {column.name for column in predictions.columns}
     history.upgrade()  # idempotent: a restarted service migrates nothing twice
-    assert history.schema_version() == "0002"
+    assert history.schema_version() == "0003"
 
 
 def test_sqlite_history_is_in_wal_mode(tmp_path):
@@ -68,7 +69,7 @@ def test_rows_round_trip_with_their_json_and_time_zone(history):
     written = row(0, objects=[{"label": "dog", "score": 0.5}])
     history.record([written])
     read = history.get(written["id"])
-    assert read == written
+    assert read == {**written, "feedback": []}
     assert history.get(str(uuid.uuid4())) is None
 
 
@@ -133,6 +134,28 @@ def test_upgrading_keeps_the_rows_written_before(tmp_path):
             {**first, "authenticity": json.dumps(first["authenticity"]), "objects": json.dumps(first["objects"])}])
     old.dispose()
     new = History(path)
-    assert new.schema_version() == "0002"
+    assert new.schema_version() == "0003"
     kept = new.get(first["id"])
     assert kept["label"] == "real" and kept["provenance"] is None and kept["objects"] == first["objects"]
+
+
+def test_feedback_is_stored_beside_its_prediction(history, tmp_path):
+    scored, other = row(0), row(1)
+    history.record([scored, other])
+    image = tmp_path / "stored.png"
+    image.write_bytes(b"png bytes")
+    with history.engine.begin() as connection:
+        connection.execute(predictions.update().where(predictions.c.id == scored["id"]).values(stored_image=str(image)))
+    history.record_feedback(scored["id"], "ai_generated", client_id="uploads", reviewer="ana", note="seen upstream")
+    history.record_feedback(scored["id"], "real", reviewer="ben")  # the newest counts
+    with pytest.raises(KeyError):
+        history.record_feedback(str(uuid.uuid4()), "real")
+    given = history.get(scored["id"])["feedback"]
+    assert [(f["label"], f["reviewer"]) for f in given] == [("ai_generated", "ana"), ("real", "ben")]
+    assert given[0]["client_id"] == "uploads" and given[0]["note"] == "seen upstream"
+    assert history.get(other["id"])["feedback"] == []
+    assert history.corrected_images() == {"ai_generated": [], "real": [str(image)]}
+    out = io.StringIO()
+    history.export(out, "jsonl")
+    exported = {record["id"]: record for record in map(json.loads, out.getvalue().splitlines())}
+    assert [f["label"] for f in exported[scored["id"]]["feedback"]] == ["ai_generated", "real"]

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -73,6 +74,15 @@ class ServiceSettings:
     dtype: str = "auto"
     top_k: int = 3
     allow_pickle: bool = False
+
+
+class Feedback(BaseModel):
+    """The body of `POST /v1/feedback`."""
+
+    prediction_id: str = Field(max_length=36, description="the id that /v1/predict returned")
+    label: str = Field(max_length=64, description="the correct authenticity label, one of the model's classes")
+    reviewer: str | None = Field(None, max_length=256, description="who says so")
+    note: str | None = Field(None, max_length=2048)
 
 
 class ServiceError(Exception):
@@ -313,6 +323,20 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
                 "results": results, "failed": len(items) - len(good)}
         status = 200 if good else items[0]["error"].status
         return JSONResponse(body, status_code=status)
+
+    @app.post("/v1/feedback", summary="A reviewer's correct label for a recorded prediction", status_code=201)
+    async def give_feedback(correction: Feedback, client: Annotated[str | None, Depends(writer)]):
+        labels = list(app.state.predictor.model.config.label2id)
+        if correction.label not in labels:
+            raise ServiceError(422, "bad_parameter", f"label: {correction.label!r} is not one of {', '.join(labels)}")
+        try:
+            entry = await run_in_threadpool(app.state.history.record_feedback, correction.prediction_id,
+                                            correction.label, client, correction.reviewer, correction.note)
+        except KeyError:
+            raise ServiceError(404, "not_found", f"no prediction {correction.prediction_id}") from None
+        except HistoryUnavailable as error:
+            raise ServiceError(503, "database_unavailable", f"nothing was recorded, try again: {error}") from None
+        return JSONResponse(as_json(entry), status_code=201)
 
     @app.get("/v1/predictions/{prediction_id}", summary="One recorded prediction")
     async def prediction(prediction_id: str, _client: Annotated[str | None, Depends(reader)]):

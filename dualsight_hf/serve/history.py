@@ -5,6 +5,7 @@ SQLAlchemy Core, with the schema versioned by Alembic migrations (`dualsight_hf/
 
 import csv
 import json
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,7 +44,19 @@ predictions = sa.Table(
     sa.Column("decided_by", sa.String(16), nullable=True),
 )
 
-COLUMNS = [column.name for column in predictions.columns]
+#: A reviewer's correct label for a prediction (`POST /v1/feedback`); the newest one counts.
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("prediction_id", sa.String(36), sa.ForeignKey("predictions.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("label", sa.String(64), nullable=False),
+    sa.Column("client_id", sa.String(128), nullable=True),
+    sa.Column("reviewer", sa.String(256), nullable=True),
+    sa.Column("note", sa.String(2048), nullable=True),
+)
+
+COLUMNS = [column.name for column in predictions.columns] + ["feedback"]
 
 
 class HistoryUnavailable(RuntimeError):
@@ -98,7 +111,7 @@ class History:
     >>> from dualsight_hf.serve.history import History
     >>> history = History(tempfile.mkdtemp() + "/history.sqlite3")
     >>> history.schema_version()
-    '0002'
+    '0003'
     >>> history.search()
     []
     ```
@@ -169,9 +182,53 @@ class History:
             raise HistoryUnavailable(f"{self.display_url}: cannot write the history ({_first_line(error)})") from None
 
     def get(self, prediction_id: str) -> dict | None:
-        """One prediction by id, or `None`."""
+        """One prediction by id with its `feedback` (oldest first), or `None`."""
         rows = self._select(predictions.select().where(predictions.c.id == prediction_id))
-        return rows[0] if rows else None
+        return self._with_feedback(rows)[0] if rows else None
+
+    def _with_feedback(self, rows: list[dict]) -> list[dict]:
+        if not rows:
+            return rows
+        query = (feedback.select().where(feedback.c.prediction_id.in_([row["id"] for row in rows]))
+                 .order_by(feedback.c.created_at, feedback.c.id))
+        given: dict[str, list] = {}
+        for entry in self._select(query):
+            given.setdefault(entry.pop("prediction_id"), []).append(entry)
+        return [{**row, "feedback": given.get(row["id"], [])} for row in rows]
+
+    def record_feedback(self, prediction_id: str, label: str, client_id: str | None = None,
+                        reviewer: str | None = None, note: str | None = None) -> dict:
+        """
+        Store a correct label for a recorded prediction; returns the stored entry.
+
+        Raises:
+            `KeyError`: no prediction with that id.
+        """
+        entry = {"id": str(uuid.uuid4()), "prediction_id": prediction_id, "created_at": datetime.now(timezone.utc),
+                 "label": label, "client_id": client_id, "reviewer": reviewer, "note": note}
+        try:
+            with self.engine.begin() as connection:
+                found = connection.execute(sa.select(predictions.c.id).where(predictions.c.id == prediction_id))
+                if found.first() is None:
+                    raise KeyError(prediction_id)
+                connection.execute(feedback.insert(), [entry])
+        except SQLAlchemyError as error:
+            raise HistoryUnavailable(f"{self.display_url}: cannot write the history ({_first_line(error)})") from None
+        return entry
+
+    def corrected_images(self) -> dict[str, list[str]]:
+        """The stored images of predictions with feedback, by the newest feedback label: `{label: [paths]}`
+        (images whose file is gone are left out)."""
+        latest = {}
+        for entry in self._select(feedback.select().order_by(feedback.c.created_at, feedback.c.id)):
+            latest[entry["prediction_id"]] = entry["label"]
+        stored = self._select(sa.select(predictions.c.id, predictions.c.stored_image).where(
+            predictions.c.id.in_(list(latest)), predictions.c.stored_image.is_not(None))) if latest else []
+        images: dict[str, list[str]] = {"ai_generated": [], "real": []}
+        for row in stored:
+            if Path(row["stored_image"]).is_file():
+                images.setdefault(latest[row["id"]], []).append(row["stored_image"])
+        return images
 
     def search(self, label: str | None = None, since: datetime | None = None, until: datetime | None = None,
                model: str | None = None, sha256: str | None = None, limit: int | None = 100,
@@ -197,7 +254,7 @@ class History:
             query = query.where(predictions.c.created_at < utc(until))
         query = query.order_by(predictions.c.created_at.desc(), predictions.c.request_id,
                                predictions.c.image_index).offset(offset)
-        return self._select(query.limit(limit) if limit is not None else query)
+        return self._with_feedback(self._select(query.limit(limit) if limit is not None else query))
 
     def _select(self, query) -> list[dict]:
         try:
@@ -220,8 +277,13 @@ class History:
         count = 0
         try:
             with self._connect() as connection:
+                given: dict[str, list] = {}  # feedback is small next to the predictions: read it once
+                for entry in connection.execute(feedback.select().order_by(feedback.c.created_at, feedback.c.id)):
+                    entry = _row(entry)
+                    given.setdefault(entry.pop("prediction_id"), []).append(entry)
                 for row in connection.execution_options(yield_per=1000).execute(query):
-                    record = as_json(_row(row))
+                    record = _row(row)
+                    record = as_json({**record, "feedback": given.get(record["id"], [])})
                     if writer:
                         writer.writerow([json.dumps(record[name]) if isinstance(record[name], (list, dict))
                                          else record[name] for name in COLUMNS])
@@ -244,13 +306,21 @@ def utc(moment: datetime) -> datetime:
 
 def _row(row) -> dict:
     record = dict(row._mapping)
-    record["created_at"] = utc(record["created_at"])
+    if "created_at" in record:
+        record["created_at"] = utc(record["created_at"])
     return record
 
 
 def as_json(row: dict) -> dict:
-    """A history row with JSON-ready values (timestamps in ISO 8601)."""
-    return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in row.items()}
+    """A history row with JSON-ready values (timestamps in ISO 8601), its feedback entries too."""
+    def plain(value):
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, list) and value and isinstance(value[0], dict) and "created_at" in value[0]:
+            return [as_json(entry) for entry in value]
+        return value
+
+    return {name: plain(value) for name, value in row.items()}
 
 
 def _first_line(error: BaseException) -> str:

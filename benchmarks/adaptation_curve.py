@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""The adaptation curve in the leave-one-family-out protocol: how many images of a generator family that a model
+never saw does `dualsight adapt` need, and what does the model forget meanwhile?
+
+For each family held out of a base model's training (the `balanced` runs of `benchmarks/leave_one_family_out.py`,
+kept in `outputs/leave-one-family-out`; `make generalisation` trains them):
+
+- the family's images are those the base run kept as its test split (it never trained on them); half of each class
+  is held back for measuring (the same images at every shot count), and `dualsight adapt` trains on 8, 32 and 128
+  of the rest per class (fewer where the family has fewer), with a replay sample of the base run's own train split;
+- held-out figures: AUROC and balanced accuracy on the held-back images, before (0 shots) and after;
+- forgetting: AUROC on every other family's test images (the default model's recorded test split, at most
+  `--other-images` per family) before and after; the largest drop is reported;
+- the wall time of each adaptation on this machine.
+
+Results are written per family as they finish (`results/adaptation_curve-<machine>.json`), so an interrupted run
+resumes; with `--readme` the table goes into the README's `adaptation-curve` block.
+
+    python benchmarks/adaptation_curve.py --readme README.md      # about 5 minutes per family on 2 CPU cores
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+
+from dualsight_hf import DEFAULT_MODEL_DIR
+from dualsight_hf.adaptation import REAL_LABEL, adapt, measure, recorded_replay
+from dualsight_hf.evaluation import EvaluationData
+from dualsight_hf.hub import write_marked_block
+from dualsight_hf.loading import load_model
+from dualsight_hf.machine import describe_machine, machine_line, machine_slug
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).with_name("results")
+sys.path.insert(0, str(Path(__file__).parent))
+from leave_one_family_out import FAMILIES, run_dir_name  # noqa: E402
+
+
+def family_manifests(table: datasets.Dataset, config, folder: Path) -> tuple[str, str]:
+    """Manifests (absolute paths) of a table's AI-generated and real images."""
+    real_id = config.label2id[REAL_LABEL]
+    paths = {"fake": [], "real": []}
+    for image, label in zip(table.with_format(None)["image"], table["label"]):
+        paths["real" if label == real_id else "fake"].append(str(Path(image).resolve()))
+    written = []
+    for name, images in paths.items():
+        manifest = folder / f"{name}.csv"
+        manifest.write_text("path,label\n" + "".join(f"{image},{name}\n" for image in images))
+        written.append(str(manifest))
+    return written[0], written[1]
+
+
+def other_families(family: str, config, limit: int) -> dict[str, datasets.Dataset]:
+    """Test images of every other family (the default model's recorded test split), at most `limit` each."""
+    test = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO).load(config)
+    tables = {}
+    for other, sources in FAMILIES.items():
+        if other == family:
+            continue
+        rows = [i for i, source in enumerate(test["source"]) if source in sources.split(",")]
+        tables[other] = test.select(rows[:limit])
+    return tables
+
+
+def run_family(family: str, base: Path, shots: list[int], other_images: int, seed: int) -> dict:
+    config = load_model(str(base)).config
+    held_out = EvaluationData.of_model(base, "test", root=REPO).load(config)
+    others = other_families(family, config, other_images)
+    replay = recorded_replay(str(base), root=REPO)
+    before_others = {name: measure(str(base), table, None)[0]["auroc"] for name, table in others.items()}
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        fake, real = family_manifests(held_out, config, Path(scratch))
+        for count in shots:
+            out = Path(scratch) / f"adapted-{count}"
+            report = adapt(str(base), [fake], [real], str(out), shots=count, replay=replay, held_back=0.5,
+                           seed=seed, progress=False)
+            after_others = {name: measure(str(out), table, None)[0]["auroc"] for name, table in others.items()}
+            changes = {name: after_others[name] - before_others[name] for name in others}
+            rows.append({"shots": count, "trained": report.shots, "held_back": report.held_back,
+                         "before": report.before, "after": report.after, "seconds": report.seconds,
+                         "other_families_auroc_change": changes,
+                         "largest_drop": -min(min(changes.values()), 0.0),
+                         "false_positive_rate": report.false_positive_rate, "warnings": report.warnings})
+            print(f"{family}: {count} shots, AUROC {report.before['auroc']:.3f} -> {report.after['auroc']:.3f}, "
+                  f"largest drop elsewhere {rows[-1]['largest_drop']:.3f}, {report.seconds:.0f} s",
+                  file=sys.stderr, flush=True)
+    return {"base": str(base), "runs": rows, "other_images": other_images}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Measured by `benchmarks/adaptation_curve.py` on {machine_line(report['machine'])} ({report['date']}): "
+             "each family held out of a base model's training (the `balanced` leave-one-family-out runs, 1 epoch of "
+             "800 images), then `dualsight adapt` (head only, replay of the base run's train split) with N of its "
+             "images per class; AUROC and balanced accuracy on half of the family's images held back, the largest "
+             f"AUROC drop on the other families' test images (at most {report['other_images']} each), and the "
+             "adaptation's wall time.\n",
+             "| held-out family | shots per class | AUROC before → after | balanced accuracy before → after | "
+             "largest drop elsewhere | seconds |", "|---|---|---|---|---|---|"]
+    for family, result in report["families"].items():
+        for run in result["runs"]:
+            trained = min(run["trained"].values())
+            lines.append(f"| {family} | {run['shots']}" + (f" ({trained} available)" if trained < run["shots"] else "")
+                         + f" | {run['before']['auroc']:.3f} → {run['after']['auroc']:.3f} | "
+                         f"{run['before']['balanced_accuracy']:.3f} → {run['after']['balanced_accuracy']:.3f} | "
+                         f"{run['largest_drop']:.3f} | {run['seconds']:.0f} |")
+    missing = [family for family in FAMILIES if family not in report["families"]]
+    if missing:
+        lines.append(f"\nNot measured yet: {', '.join(missing)} (the benchmark resumes from the families written).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=str(REPO / "outputs" / "leave-one-family-out"),
+                        help="the leave-one-family-out runs (make generalisation)")
+    parser.add_argument("--families", nargs="*", default=None, help="families to measure (default: all)")
+    parser.add_argument("--shots", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--other-images", type=int, default=60, help="test images per other family (forgetting)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--readme", default=None, help="write the table into this README's adaptation-curve block")
+    args = parser.parse_args()
+    machine = describe_machine()
+    results_file = RESULTS / f"adaptation_curve-{machine_slug(machine)}.json"
+    report = json.loads(results_file.read_text()) if results_file.exists() else {"families": {}}
+    report.update(machine=machine, date=time.strftime("%Y-%m-%d"), other_images=args.other_images)
+    for family in args.families or list(FAMILIES):
+        if family in report["families"]:
+            continue
+        base = Path(args.runs) / run_dir_name("balanced", family)
+        if not (base / "all_results.json").exists():
+            print(f"skipping {family}: no base run in {base} (make generalisation trains it)", file=sys.stderr)
+            continue
+        report["families"][family] = run_family(family, base, args.shots, args.other_images, args.seed)
+        RESULTS.mkdir(exist_ok=True)
+        results_file.write_text(json.dumps(report, indent=2))
+    print(markdown(report))
+    if args.readme:
+        write_marked_block(args.readme, "adaptation-curve", markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""
+Few-shot adaptation: teach a DualSight model a new generator from a few dozen of its images, on a CPU, without
+forgetting what it knew.
+
+A small part of the model is fine-tuned with `Trainer` (the authenticity head, optionally the artifact stream or the
+last backbone stage; everything else stays frozen, normalisation statistics included) on the user's images mixed
+with a replay sample of earlier training data. Part of the user's images is held back to measure the model before and
+after; the false-positive rate on replayed real photos (a separate sample from the one trained on) is measured too,
+and a rise above a margin is reported as a warning.
+"""
+
+import json
+import logging
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from transformers import TrainingArguments
+
+from .data import ImageTransform, collate, encode_labels, load_examples, read_manifest
+from .evaluation import collect_logits
+from .images import ImageLoadError, iter_image_files
+from .machine import describe_machine, machine_line
+from .metrics import authenticity_metrics
+from .pipeline import authenticity_probabilities
+from .processing import load_image_processor
+from .training import DualSightTrainer
+
+logger = logging.getLogger(__name__)
+
+#: What `--train` can fine-tune: the authenticity head alone, with the artifact stream, or with the last backbone stage.
+PARTS = ("head", "head+artifacts", "head+last-stage")
+REAL_LABEL = "real"
+
+
+class AdaptationError(ValueError):
+    """The adaptation cannot run as asked; `str(error)` is one line saying why and what to do."""
+
+
+@dataclass
+class AdaptationReport:
+    """
+    What an adaptation did and measured (written as `adaptation.json` and into the card).
+
+    Args:
+        base_model (`str`): the model adapted.
+        part (`str`): what was trained (see `PARTS`).
+        shots (`dict`): training images per class from the user.
+        held_back (`dict`): the user's images per class kept for the before/after check.
+        replay (`int`): replayed images trained on; `replay_check` real photos from the replay data kept apart for
+            the false-positive check.
+        before, after (`dict`): accuracy, balanced accuracy and AUROC on the held-back images.
+        false_positive_rate (`dict`): on the replay check's real photos, `before` and `after`.
+        warnings (`list[str]`): what the user should look at.
+        seconds (`float`): wall time of the fine-tuning.
+        sources (`dict`): the `fake` and `real` sources given.
+    """
+
+    base_model: str
+    part: str
+    shots: dict
+    held_back: dict
+    replay: int
+    replay_check: int
+    before: dict
+    after: dict
+    false_positive_rate: dict
+    seconds: float
+    sources: dict
+    warnings: list = field(default_factory=list)
+    machine: str = ""
+
+
+def image_paths(source: str) -> list[str]:
+    """The image files of a folder (walked recursively), the `path` column of a manifest (CSV), or one image file."""
+    path = Path(source)
+    if path.is_dir():
+        return [str(entry) for entry in iter_image_files([path]) if not isinstance(entry, ImageLoadError)]
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return [str(image) for image in read_manifest(str(path))["image"]]
+    if path.is_file():
+        return [str(path)]
+    raise AdaptationError(f"{source}: no such folder, manifest (.csv) or image file")
+
+
+def recorded_replay(model_dir: str, root: str = ".") -> datasets.Dataset | None:
+    """The train split of the model's own training run (its recorded sources and split), where it can be read from
+    `root`; `None` otherwise. Only the train split: the run's test images stay unseen."""
+    from .evaluation import EvaluationData
+    from .loading import load_model
+
+    try:
+        data = EvaluationData.of_model(model_dir, "train", root=root)
+        return data.load(load_model(model_dir).config)
+    except (ValueError, OSError) as error:
+        logger.warning("no replay data from the model's training record (%s)", error)
+        return None
+
+
+def ai_label(config) -> str:
+    """The model's AI-generated class: the other class of a two-class model with a `real` class."""
+    labels = list(config.label2id)
+    if len(labels) != 2 or REAL_LABEL not in labels:
+        raise AdaptationError(f"adaptation needs a two-class model with a '{REAL_LABEL}' class; this one has "
+                              f"{', '.join(labels)}")
+    return next(label for label in labels if label != REAL_LABEL)
+
+
+def user_examples(fake: list[str], real: list[str], config, min_per_class: int) -> datasets.Dataset:
+    """The user's images as a labelled table; refuses too few per class."""
+    fake_paths = [p for source in fake for p in image_paths(source)]
+    real_paths = [p for source in real for p in image_paths(source)]
+    for name, paths in (("--fake", fake_paths), ("--real", real_paths)):
+        if len(paths) < min_per_class:
+            raise AdaptationError(f"{name} holds {len(paths)} images; adaptation needs at least {min_per_class} per "
+                                  "class (a part is held back to measure the result)")
+    labels = [ai_label(config)] * len(fake_paths) + [REAL_LABEL] * len(real_paths)
+    table = datasets.Dataset.from_dict({"image": fake_paths + real_paths, "label": labels,
+                                        "source": ["user"] * len(labels)})
+    return encode_labels(table, config)
+
+
+def stratified_split(table: datasets.Dataset, held_back: float, shots: int | None, seed: int):
+    """`(train, held_back)`: per class, a `held_back` fraction (at least 2 images) is kept apart; at most `shots`
+    of the rest are trained on."""
+    rng = random.Random(seed)
+    train, kept = [], []
+    labels = table["label"]
+    for label in sorted(set(labels)):
+        rows = [i for i, value in enumerate(labels) if value == label]
+        rng.shuffle(rows)
+        count = max(2, round(len(rows) * held_back))
+        kept += rows[:count]
+        train += rows[count:][:shots] if shots else rows[count:]
+    return table.select(sorted(train)), table.select(sorted(kept))
+
+
+def replay_examples(replay, config, size: int, check_size: int, seed: int):
+    """`(train, check)`: `size` replayed examples to train on, and `check_size` real photos apart from them.
+    `replay` is a list of sources (manifests, folders) or a table with encoded labels."""
+    if replay is None or len(replay) == 0 or size + check_size == 0:
+        return None, None
+    table = replay if isinstance(replay, datasets.Dataset) else encode_labels(load_examples(replay), config)
+    table = table.shuffle(seed=seed)
+    real_id = config.label2id[REAL_LABEL]
+    real_rows = [i for i, label in enumerate(table["label"]) if label == real_id]
+    check_rows = set(real_rows[:check_size])
+    train_rows = [i for i in range(len(table)) if i not in check_rows][:size]
+    keep = ["image", "label"]
+    return (table.select(train_rows).select_columns(keep),
+            table.select(sorted(check_rows)).select_columns(keep) if check_rows else None)
+
+
+def logits_of(model_dir: str, table: datasets.Dataset):
+    """`(authenticity logits, config)` of every example (pixels only, float32)."""
+    from .predict import Predictor
+
+    predictor = Predictor(model_dir, batch_size=16, num_workers=0, evidence="pixels", dtype="float32")
+    return collect_logits(predictor, table, progress=False), predictor.model.config
+
+
+def measure(model_dir: str, held_back: datasets.Dataset, check: datasets.Dataset | None) -> tuple[dict, float | None]:
+    """Accuracy, balanced accuracy and AUROC on the held-back images, and the false-positive rate (the model's own
+    decision rule: calibrated probability against its threshold) on the check's real photos."""
+    logits, config = logits_of(model_dir, held_back)
+    ai_id = config.label2id[ai_label(config)]
+    metrics = authenticity_metrics(logits, np.array(held_back["label"]), positive_label=ai_id)
+    if check is None or not len(check):
+        return {name: metrics[name] for name in ("accuracy", "balanced_accuracy", "auroc")}, None
+    check_logits, _ = logits_of(model_dir, check)
+    threshold = getattr(config, "decision_threshold", None) or 0.5
+    false_positives = [authenticity_probabilities(row, config)[ai_id] >= threshold for row in check_logits]
+    return {name: metrics[name] for name in ("accuracy", "balanced_accuracy", "auroc")}, float(np.mean(false_positives))
+
+
+def trainable_model(model_dir: str, part: str):
+    """The model with only `part` trainable (frozen batch norms keep their statistics, see `train()`)."""
+    from .loading import load_model
+
+    if part not in PARTS:
+        raise AdaptationError(f"--train must be one of {', '.join(PARTS)}, not {part!r}")
+    model = load_model(model_dir)
+    model.config.freeze_backbone = True
+    model.config.unfrozen_backbone_stages = 1 if part == "head+last-stage" else 0
+    model.apply_freezing()
+    for name, parameter in model.named_parameters():
+        if not name.startswith(("backbone.", "extra_backbones.")):
+            parameter.requires_grad_(name.startswith("classifier.") or (
+                part == "head+artifacts" and name.startswith("artifact_encoder.")))
+    return model
+
+
+def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | None = 32,
+          replay=None, replay_size: int | None = None, replay_check_size: int = 64,
+          part: str = "head", epochs: int = 10, learning_rate: float = 1e-3, held_back: float = 0.25,
+          min_per_class: int = 8, fpr_margin: float = 0.02, seed: int = 0, progress: bool = True) -> AdaptationReport:
+    """
+    Fine-tune a part of `model` on a new generator's images, and save an ordinary DualSight folder to `out`.
+
+    Args:
+        model (`str`): the model folder to adapt.
+        fake, real (`list[str]`): folders or manifests of the new generator's images and of real photos.
+        out (`str`): the adapted model's folder (loads with `from_pretrained`, the pipeline and remote code).
+        shots (`int`, *optional*, defaults to 32): at most this many training images per class (`None`: all
+            that are not held back).
+        replay (`list[str]` or `datasets.Dataset`, *optional*): earlier training data (manifests, folders, or a
+            table with encoded labels such as `recorded_replay` gives); a sample is mixed in so that earlier families
+            are not forgotten, and real photos apart from it check the false-positive rate.
+        replay_size (`int`, *optional*): replayed training images; defaults to four times the user's training
+            images.
+        replay_check_size (`int`, *optional*, defaults to 64): real photos from `replay` for the false-positive check.
+        part (`str`, *optional*, defaults to `"head"`): what is trained, one of `PARTS`.
+        epochs (`int`, *optional*, defaults to 10), learning_rate (`float`, *optional*, defaults to 1e-3)
+        held_back (`float`, *optional*, defaults to 0.25): fraction of the user's images per class kept apart for
+            the before/after check.
+        min_per_class (`int`, *optional*, defaults to 8): fewer images in a class is refused.
+        fpr_margin (`float`, *optional*, defaults to 0.02): warn when the false-positive rate on the replayed real
+            photos rises by more than this.
+        seed (`int`, *optional*, defaults to 0)
+        progress (`bool`, *optional*, defaults to `True`): `Trainer`'s progress bar.
+
+    Returns:
+        [`AdaptationReport`], also written to `out/adaptation.json` and the card.
+
+    Example:
+
+    ```python
+    >>> from dualsight_hf.adaptation import adapt
+    >>> report = adapt("dualsight_hf/default_model", ["new-generator/"], ["my-photos/"], "adapted/")  # doctest: +SKIP
+    >>> report.before["auroc"], report.after["auroc"]  # doctest: +SKIP
+    ```
+    """
+    base = trainable_model(model, part)
+    examples = user_examples(fake, real, base.config, min_per_class)
+    train, kept = stratified_split(examples, held_back, shots, seed)
+    replay_size = 4 * len(train) if replay_size is None else replay_size
+    replayed, check = replay_examples(replay or [], base.config, replay_size, replay_check_size, seed)
+    warnings = [] if replayed is not None else ["no replay data (--replay): earlier families may be forgotten"]
+    before, fpr_before = measure(model, kept, check)
+
+    mixed = datasets.concatenate_datasets([train.select_columns(["image", "label"])] +
+                                          ([replayed] if replayed is not None else []))
+    # half of every epoch's draws are the user's images, half the replay, whatever their counts
+    weights = [0.5 / len(train)] * len(train) + ([0.5 / len(replayed)] * len(replayed) if replayed is not None else [])
+    processor = load_image_processor(model)
+    mixed.set_transform(ImageTransform(processor))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        arguments = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, learning_rate=learning_rate,
+                                      per_device_train_batch_size=16, save_strategy="no", report_to=[],
+                                      logging_strategy="no", seed=seed, remove_unused_columns=False,
+                                      dataloader_pin_memory=False, disable_tqdm=not progress,
+                                      label_names=["labels"], use_cpu=not torch.cuda.is_available())
+        trainer = DualSightTrainer(model=base, args=arguments, train_dataset=mixed, data_collator=collate,
+                                   sample_weights=weights)
+        trainer.train()
+    seconds = time.perf_counter() - started
+    base.config.freeze_backbone = False  # the saved model is an ordinary model: nothing frozen when fine-tuned again
+    base.config.unfrozen_backbone_stages = 0
+    base.save_pretrained(out)
+    processor.save_pretrained(out)
+    after, fpr_after = measure(out, kept, check)
+    if fpr_before is not None and fpr_after is not None and fpr_after > fpr_before + fpr_margin:
+        warnings.append(f"false-positive rate on replayed real photos rose from {fpr_before:.3f} to {fpr_after:.3f} "
+                        f"(margin {fpr_margin}): check the adapted model on your real photos before using it")
+    ai = ai_label(base.config)
+    report = AdaptationReport(
+        base_model=str(model), part=part, shots=_per_class(train, base.config), held_back=_per_class(kept, base.config),
+        replay=len(replayed) if replayed is not None else 0, replay_check=len(check) if check is not None else 0,
+        before=before, after=after, false_positive_rate={"before": fpr_before, "after": fpr_after},
+        seconds=seconds, sources={ai: list(fake), REAL_LABEL: list(real),
+                                  "replay": ["the model's training split"] if isinstance(replay, datasets.Dataset)
+                                  else list(replay or [])},
+        warnings=warnings, machine=machine_line(describe_machine()))
+    (Path(out) / "adaptation.json").write_text(json.dumps(asdict(report), indent=2))
+    write_card(Path(out), report)
+    for message in warnings:
+        logger.warning(message)
+    return report
+
+
+def _per_class(table: datasets.Dataset, config) -> dict:
+    labels = table["label"]
+    return {config.id2label[label]: labels.count(label) for label in sorted(set(labels))}
+
+
+def card_section(report: AdaptationReport) -> str:
+    """The card's adaptation section: what it was adapted on, and the before/after figures."""
+    rows = [f"| {name.replace('_', ' ')} | {report.before[name]:.3f} | {report.after[name]:.3f} |"
+            for name in ("accuracy", "balanced_accuracy", "auroc")]
+    fpr = report.false_positive_rate
+    if fpr["before"] is not None:
+        rows.append(f"| false-positive rate on {report.replay_check} replayed real photos | {fpr['before']:.3f} | "
+                    f"{fpr['after']:.3f} |")
+    sources = "; ".join(f"{label}: {', '.join(paths) or '-'}" for label, paths in report.sources.items())
+    lines = ["## Adaptation", "",
+             f"Adapted from `{report.base_model}` with `dualsight adapt` ({report.part} trained, "
+             f"{report.seconds:.0f} s on {report.machine}) on {report.shots} of the user's images and "
+             f"{report.replay} replayed ones ({sources}). Measured on {report.held_back} of the user's images held "
+             "back from training:", "", "| | before | after |", "|---|---|---|", *rows]
+    lines += [f"\n**Warning:** {message}" for message in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(folder: Path, report: AdaptationReport) -> None:
+    """The card of the adapted folder: the adaptation section above the base model's card, if it had one."""
+    base_card = Path(report.base_model) / "README.md"
+    text = base_card.read_text() if base_card.exists() else "# DualSight model\n"
+    front, separator, body = text.partition("\n---\n") if text.startswith("---\n") else ("", "", text)
+    (folder / "README.md").write_text(front + separator + card_section(report) + "\n" + body)
