@@ -197,7 +197,7 @@ def trainable_model(model_dir: str, part: str):
 
 def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | None = 32,
           replay=None, replay_size: int | None = None, replay_check_size: int = 64,
-          part: str = "head", epochs: int = 10, learning_rate: float = 1e-3, held_back: float = 0.25,
+          part: str = "head", epochs: int = 10, learning_rate: float = 3e-4, held_back: float = 0.25,
           min_per_class: int = 8, fpr_margin: float = 0.02, seed: int = 0, progress: bool = True) -> AdaptationReport:
     """
     Fine-tune a part of `model` on a new generator's images, and save an ordinary DualSight folder to `out`.
@@ -215,7 +215,8 @@ def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | N
             images.
         replay_check_size (`int`, *optional*, defaults to 64): real photos from `replay` for the false-positive check.
         part (`str`, *optional*, defaults to `"head"`): what is trained, one of `PARTS`.
-        epochs (`int`, *optional*, defaults to 10), learning_rate (`float`, *optional*, defaults to 1e-3)
+        epochs (`int`, *optional*, defaults to 10), learning_rate (`float`, *optional*, defaults to 3e-4): in trials on a
+            held-out family, 1e-3 moved the decisions on replayed real photos far more than the new family gained
         held_back (`float`, *optional*, defaults to 0.25): fraction of the user's images per class kept apart for
             the before/after check.
         min_per_class (`int`, *optional*, defaults to 8): fewer images in a class is refused.

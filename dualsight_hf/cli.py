@@ -494,7 +494,7 @@ def _add_adapt(subparsers):
     parser.add_argument("--train", default="head", help="what is fine-tuned: head (default), head+artifacts or "
                                                         "head+last-stage")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--held-back", type=float, default=0.25, help="fraction of your images per class kept to "
                                                                       "measure before and after (default 0.25)")
     parser.add_argument("--min-per-class", type=int, default=8, help="refuse fewer images per class (default 8)")
