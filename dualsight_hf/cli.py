@@ -557,6 +557,8 @@ def _add_serve(subparsers):
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="inference precision, as for predict")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pth pickle weights")
+    parser.add_argument("--evidence", choices=("both", "pixels"), default="both",
+                        help="both (default): read each upload's provenance beside the pixels; pixels: the model only")
     parser.set_defaults(func=_run_serve)
 
 
@@ -577,7 +579,7 @@ def _run_serve(args) -> int:
                                max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                                max_upload_bytes=int(args.max_upload_mb * 2**20),
                                max_images_per_request=args.max_images, dtype=args.dtype,
-                               allow_pickle=args.allow_pickle)
+                               allow_pickle=args.allow_pickle, evidence=args.evidence)
     try:
         app = create_app(settings)
     except KeyFileError as error:

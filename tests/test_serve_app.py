@@ -247,3 +247,11 @@ def test_feedback_needs_the_write_key_and_is_read_back(serve, key_file):
     assert bad.status_code == 422 and "not one of" in bad.json()["error"]["message"]
     row = client.get(f"/v1/predictions/{prediction['id']}", headers={"Authorization": f"Bearer {READER_KEY}"}).json()
     assert [(f["label"], f["reviewer"]) for f in row["feedback"]] == [("real", "ana")]
+
+
+def test_pixels_only_service_reads_no_provenance(serve, c2pa_signer):
+    from conftest import image_bytes
+
+    signed = c2pa_signer.sign(image_bytes("JPEG"), "image/jpeg")
+    result = serve(evidence="pixels").post("/v1/predict", files={"file": ("s.jpg", signed, "image/jpeg")}).json()
+    assert result["results"][0]["provenance"] is None and result["results"][0]["decided_by"] == "pixels"

@@ -59,6 +59,8 @@ class ServiceSettings:
         dtype (`str`, *optional*, defaults to `"auto"`): inference precision, as for `dualsight predict`.
         top_k (`int`, *optional*, defaults to 3): object labels per image.
         allow_pickle (`bool`, *optional*, defaults to `False`): accept pickle weights.
+        evidence (`str`, *optional*, defaults to `"both"`): `"both"` reads each upload's provenance (a validly signed
+            AI claim decides, see `provenance.decide`); `"pixels"` the pixels only.
     """
 
     model: str | None = None
@@ -74,6 +76,7 @@ class ServiceSettings:
     dtype: str = "auto"
     top_k: int = 3
     allow_pickle: bool = False
+    evidence: str = "both"
 
 
 class Feedback(BaseModel):
@@ -153,7 +156,7 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
         state = app.state
         state.predictor = predictor or await run_in_threadpool(
             Predictor, settings.model, batch_size=settings.max_batch_size, dtype=settings.dtype, top_k=settings.top_k,
-            num_workers=0, allow_pickle=settings.allow_pickle)
+            num_workers=0, allow_pickle=settings.allow_pickle, evidence=settings.evidence)
         config = state.predictor.model.config
         state.model = {"id": settings.model or "dualsight_hf default model",
                        "revision": model_revision(str(settings.model or _default_model_dir()), config)}
@@ -253,7 +256,8 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
             data = await upload.read()
             item.update(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), data=data)
             item["inputs"] = await run_in_threadpool(app.state.predictor.prepare, data, name, max_pixels)
-            item["provenance"] = await run_in_threadpool(read_provenance, data)
+            if settings.evidence != "pixels":
+                item["provenance"] = await run_in_threadpool(read_provenance, data)
         except ImageTooLargeError as error:
             item["error"] = ServiceError(413, "too_large", str(error))
         except ImageLoadError as error:
@@ -285,7 +289,7 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
         created_at = datetime.now(timezone.utc)
         rows = []
         for item, answer in zip(good, answers):
-            answer = item["answer"] = app.state.predictor.with_provenance(answer, item["provenance"])
+            answer = item["answer"] = app.state.predictor.with_provenance(answer, item.get("provenance"))
             rows.append({
                 "id": str(uuid.uuid4()), "created_at": created_at, "request_id": request_id,
                 "image_index": item["index"], "client_id": client,
