@@ -59,7 +59,7 @@ def test_main_job_prints_both_heads(capsys):
     assert main(["predict", str(REPO / "examples"), "--object-threshold", "0.3"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert lines[0].split()[:4] == ["path", "label", "score", "objects"] and len(lines) == 9
+    assert lines[0].split()[:5] == ["path", "label", "score", "provenance", "objects"] and len(lines) == 9
 
 
 def test_card_and_readme_numbers_come_from_the_run():
