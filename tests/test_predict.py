@@ -55,9 +55,10 @@ def test_reading_threads_keep_every_input_once_and_in_order(predictor, many_imag
         return list(PreprocessedInputs(lambda: iter_inputs([many_images]), predictor.prepare, **threading))
 
     serial, threaded = read(), read(threads=2, chunk=4)
-    assert [(i, key, error) for i, key, _, error in threaded] == [(i, key, error) for i, key, _, error in serial]
-    assert sum(error is not None for *_, error in threaded) == 1
-    for (*_, ours, _), (*_, reference, _) in zip(threaded, serial):
+    assert [(i, key, error) for i, key, _, error, _ in threaded] == \
+        [(i, key, error) for i, key, _, error, _ in serial]
+    assert sum(error is not None for _, _, _, error, _ in threaded) == 1
+    for (_, _, ours, _, _), (_, _, reference, _, _) in zip(threaded, serial):
         assert (ours is None) == (reference is None)
         if reference is not None:
             assert all(torch.equal(ours[name], reference[name]) for name in reference)
