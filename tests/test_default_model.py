@@ -73,12 +73,15 @@ def test_card_and_readme_numbers_come_from_the_run():
     assert report in card and report in readme
 
 
-def test_the_shipped_remote_code_is_the_package_code():
-    """Hub users of the default model run its copied .py files: they must be this version's code."""
+def test_the_shipped_remote_code_is_the_package_code(tmp_path):
+    """Hub users of the default model run its copied .py files: they must be this version's code, and every file
+    that `save_pretrained` writes today (the modules and what they import) must be there."""
+    from conftest import save_tiny_model
+
     package = DEFAULT_MODEL_DIR.parent
     shipped = sorted(path.name for path in DEFAULT_MODEL_DIR.glob("*.py"))
-    assert {"configuration.py", "modeling.py", "pipeline.py", "images.py", "artifacts.py",
-            "image_processing.py"} <= set(shipped)
+    written = sorted(path.name for path in save_tiny_model(tmp_path / "saved").glob("*.py"))
+    assert shipped == written
     for name in shipped:
         assert (DEFAULT_MODEL_DIR / name).read_text() == (package / name).read_text(), name
 

@@ -44,7 +44,7 @@ def test_dry_run_writes_exactly_the_repository_folder(trained_dir, tmp_path, cap
     files = {p.name for p in out.rglob("*") if p.is_file()}
     assert files == {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
                      "configuration.py", "modeling.py", "pipeline.py", "images.py", "artifacts.py",
-                     "image_processing.py", "all_results.json", "confusion_matrix.png"}
+                     "image_processing.py", "provenance.py", "all_results.json", "confusion_matrix.png"}
     for name in files:
         assert name in listed
     assert f"{(out / 'model.safetensors').stat().st_size:,d} bytes" in listed
