@@ -156,26 +156,23 @@ def replay_examples(replay, config, size: int, check_size: int, seed: int):
             table.select(sorted(check_rows)).select_columns(keep) if check_rows else None)
 
 
-def logits_of(model_dir: str, table: datasets.Dataset):
-    """`(authenticity logits, config)` of every example (pixels only, float32)."""
+def measure(model_dir: str, held_back: datasets.Dataset, check: datasets.Dataset | None) -> tuple[dict, float | None]:
+    """Accuracy, balanced accuracy and AUROC on the held-back images, and the false-positive rate (the model's own
+    decision rule: calibrated probability against its threshold) on the check's real photos; one model load."""
     from .predict import Predictor
 
     predictor = Predictor(model_dir, batch_size=16, num_workers=0, evidence="pixels", dtype="float32")
-    return collect_logits(predictor, table, progress=False), predictor.model.config
-
-
-def measure(model_dir: str, held_back: datasets.Dataset, check: datasets.Dataset | None) -> tuple[dict, float | None]:
-    """Accuracy, balanced accuracy and AUROC on the held-back images, and the false-positive rate (the model's own
-    decision rule: calibrated probability against its threshold) on the check's real photos."""
-    logits, config = logits_of(model_dir, held_back)
+    config = predictor.model.config
     ai_id = config.label2id[ai_label(config)]
-    metrics = authenticity_metrics(logits, np.array(held_back["label"]), positive_label=ai_id)
+    metrics = authenticity_metrics(collect_logits(predictor, held_back, progress=False),
+                                   np.array(held_back["label"]), positive_label=ai_id)
+    figures = {name: metrics[name] for name in ("accuracy", "balanced_accuracy", "auroc")}
     if check is None or not len(check):
-        return {name: metrics[name] for name in ("accuracy", "balanced_accuracy", "auroc")}, None
-    check_logits, _ = logits_of(model_dir, check)
+        return figures, None
     threshold = getattr(config, "decision_threshold", None) or 0.5
-    false_positives = [authenticity_probabilities(row, config)[ai_id] >= threshold for row in check_logits]
-    return {name: metrics[name] for name in ("accuracy", "balanced_accuracy", "auroc")}, float(np.mean(false_positives))
+    false_positives = [authenticity_probabilities(row, config)[ai_id] >= threshold
+                       for row in collect_logits(predictor, check, progress=False)]
+    return figures, float(np.mean(false_positives))
 
 
 def trainable_model(model_dir: str, part: str):
