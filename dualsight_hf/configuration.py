@@ -136,6 +136,7 @@ class DualSightConfig(PreTrainedConfig):
     backbone_config: dict | PreTrainedConfig | list | None = None
     extra_backbone_configs: list | None = None
     backbone_preprocessing: list | None = None
+    backbone_feature_layers: list[int] | None = None
     artifact_stream: dict | None = None
     authenticity_head: dict | None = None
     object_head: dict | None = None
@@ -215,6 +216,8 @@ class DualSightConfig(PreTrainedConfig):
                                  f" got {len(self.backbone_preprocessing)}")
             if any(entry for entry in self.backbone_preprocessing[1:]) and not self.backbone_preprocessing[0]:
                 raise ValueError("backbone_preprocessing[0] must give the image_mean and image_std of the input")
+        if self.backbone_feature_layers is not None:
+            self._validate_backbone_feature_layers()
         if self.authenticity_single_logit and self.num_labels != 2:
             raise ValueError("authenticity_single_logit needs exactly two authenticity labels")
         for name in ("authenticity_head", "object_head"):
@@ -232,6 +235,15 @@ class DualSightConfig(PreTrainedConfig):
             raise ValueError(f"decision_threshold must be in (0, 1), got {self.decision_threshold}")
         if not 0.0 <= self.uncertain_band < 0.5:
             raise ValueError(f"uncertain_band must be in [0, 0.5), got {self.uncertain_band}")
+
+    def _validate_backbone_feature_layers(self):
+        layers, backbone = self.backbone_feature_layers, self.backbone_config
+        depth = getattr(backbone, "num_hidden_layers", None)
+        if not getattr(backbone, "hidden_size", None) or depth is None:
+            raise ValueError(f"backbone_feature_layers needs a backbone whose hidden states have hidden_size channels "
+                             f"(ViT, CLIP vision, DINOv2, ...); a '{backbone.model_type}' backbone has none")
+        if not layers or any(not 0 <= layer <= depth for layer in layers):
+            raise ValueError(f"backbone_feature_layers must be hidden-state indices in 0..{depth}, got {layers}")
 
     def _validate_artifact_stream(self):
         stream = self.artifact_stream

@@ -1,6 +1,6 @@
 import pytest
 from huggingface_hub.errors import StrictDataclassError
-from transformers import AutoConfig, MobileNetV2Config, ResNetConfig
+from transformers import AutoConfig, MobileNetV2Config, ResNetConfig, ViTConfig
 
 from dualsight_hf import DualSightConfig
 from dualsight_hf.configuration import ARTIFACT_STREAM_DEFAULTS
@@ -57,6 +57,10 @@ def test_num_object_labels_shortcut_and_off_switch():
     ({"artifact_stream": {"residuals": ["fft"]}}, "residuals"),
     ({"artifact_stream": {"crop_aggregation": "median"}}, "crop_aggregation"),
     ({"artifact_stream": {"crops": 3}}, "unknown keys"),
+    ({"backbone_config": ViTConfig(num_hidden_layers=1), "backbone_feature_layers": [2]},
+     "hidden-state indices in 0..1"),
+    ({"backbone_config": ViTConfig(num_hidden_layers=1), "backbone_feature_layers": []}, "hidden-state indices"),
+    ({"backbone_feature_layers": [1]}, "a 'resnet' backbone has none"),
 ])
 def test_invalid_settings_are_refused(kwargs, message):
     with pytest.raises((ValueError, StrictDataclassError), match=message):

@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModel, AutoModelForImageClassification
 
 from conftest import TINY_BACKBONES, random_image, shared_path, tiny_config
-from dualsight_hf import DualSightForImageClassification, DualSightImageClassifierOutput
+from dualsight_hf import DualSightConfig, DualSightForImageClassification, DualSightImageClassifierOutput
 from dualsight_hf.modeling import pooled_feature_size
 
 PROBLEM_TYPES = ["multi_label_classification", "single_label_classification"]
@@ -245,3 +245,31 @@ def test_artifact_stream_save_load_round_trip(tmp_path):
     assert loaded.config.artifact_stream == {**model.config.artifact_stream}
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def tiny_clip_vision():
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+                            image_size=32, patch_size=8, projection_dim=8)
+
+
+def test_backbone_feature_layers_concatenate_the_first_tokens_of_those_blocks(tmp_path):
+    torch.manual_seed(0)
+    config = DualSightConfig(backbone_config=tiny_clip_vision(), backbone_feature_layers=[1, 3],
+                             object_id2label={0: "person", 1: "dog"})
+    model = DualSightForImageClassification(config).eval()
+    assert model.classifier.in_features == 32 and model.object_classifier.in_features == 32
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        hidden = model.backbone(pixels, output_hidden_states=True).hidden_states
+        features, _ = model.semantic_features(pixels)
+        logits = model(pixels).logits
+    assert torch.equal(features, torch.cat([hidden[1][:, 0], hidden[3][:, 0]], dim=-1))
+    assert torch.allclose(logits, model.classifier(features))
+    model.save_pretrained(tmp_path)
+    reloaded = DualSightForImageClassification.from_pretrained(tmp_path).eval()
+    assert reloaded.config.backbone_feature_layers == [1, 3]
+    with torch.no_grad():
+        assert torch.equal(reloaded(pixels).logits, logits)
+

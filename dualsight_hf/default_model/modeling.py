@@ -82,13 +82,18 @@ def pooled_feature_size(backbone_config: PreTrainedConfig, backbone: nn.Module |
     )
 
 
+def pool_hidden_state(hidden: torch.Tensor) -> torch.Tensor:
+    """One feature vector per image from a hidden state: the first token of a sequence `(batch, tokens, channels)`,
+    the spatial mean of a feature map `(batch, channels, height, width)`."""
+    return hidden[:, 0] if hidden.ndim == 3 else hidden.mean(dim=(2, 3))
+
+
 def pool_backbone_output(outputs: ModelOutput) -> torch.Tensor:
-    """One feature vector per image: the backbone's pooler output if it has one, else the first token of a sequence
-    or the spatial mean of a feature map."""
+    """One feature vector per image: the backbone's pooler output if it has one, else its last hidden state pooled
+    by [`pool_hidden_state`]."""
     pooled = getattr(outputs, "pooler_output", None)
     if pooled is None:
-        hidden = outputs.last_hidden_state
-        pooled = hidden[:, 0] if hidden.ndim == 3 else hidden.mean(dim=(2, 3))
+        pooled = pool_hidden_state(outputs.last_hidden_state)
     return pooled.flatten(1)
 
 
@@ -243,6 +248,8 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         self.extra_backbones = (nn.ModuleList(build_backbone(c) for c in config.extra_backbone_configs)
                                 if config.extra_backbone_configs else None)
         feature_size = sum(pooled_feature_size(c, b) for c, b in zip(config.backbone_configs, self.backbones))
+        if config.backbone_feature_layers:
+            feature_size += (len(config.backbone_feature_layers) - 1) * config.backbone_config.hidden_size
         stream = config.artifact_stream
         self.artifact_encoder = ArtifactEncoder(stream["residuals"], stream["channels"]) if stream else None
         authenticity_features = 0 if stream and not stream["semantic_features"] else feature_size
@@ -359,9 +366,15 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         return self
 
     def semantic_features(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None):
-        """The pooled features of every backbone, concatenated, and the first backbone's outputs."""
-        backbone_outputs = self.backbone(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
-        features = [pool_backbone_output(backbone_outputs)]
+        """The pooled features of every backbone (the first one's from `config.backbone_feature_layers` when set),
+        concatenated, and the first backbone's outputs."""
+        layers = self.config.backbone_feature_layers
+        backbone_outputs = self.backbone(pixel_values, output_hidden_states=bool(output_hidden_states or layers),
+                                         return_dict=True)
+        if layers:
+            features = [pool_hidden_state(backbone_outputs.hidden_states[layer]) for layer in layers]
+        else:
+            features = [pool_backbone_output(backbone_outputs)]
         preprocessing = self.config.backbone_preprocessing or [None] * len(self.backbones)
         for extra, wanted in zip(self.extra_backbones or [], preprocessing[1:]):
             inputs = adapt_input(pixel_values, preprocessing[0], wanted) if wanted else pixel_values
