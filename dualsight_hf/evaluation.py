@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .calibration import band_coverage
-from .data import as_list, drop_unreadable, encode_labels, load_examples, split_examples
+from .data import as_list, drop_unreadable, encode_labels, load_examples, merge_objects, split_examples
 from .degradations import degrade
 from .images import image_source, load_image
 from .machine import machine_line
@@ -29,6 +29,8 @@ class EvaluationData:
             holdout_value (`str`): the split settings, as in training (those of `recipes/default_model.yaml` by
             default); with a held-out group, `test` is that group.
         dataset_split, image_column, label_column (`str`): for `datasets` sources.
+        objects_file (`str` or `list[str]`, *optional*): `path,objects` CSV file(s) of object labels to merge in
+            (as training's `--objects_file`), so that the rows carry `object_labels` for the object head.
     """
 
     data: str | list[str]
@@ -42,6 +44,7 @@ class EvaluationData:
     dataset_split: str = "train"
     image_column: str = "image"
     label_column: str = "label"
+    objects_file: str | list[str] | None = None
 
     #: the split settings that a model's training run records (`all_results.json`, `recipe.data`)
     SPLIT_SETTINGS = ("validation_size", "test_size", "split_seed", "stratify_by", "holdout_column", "holdout_value")
@@ -78,11 +81,14 @@ class EvaluationData:
             if "data" not in recipe:
                 raise ValueError(f"{model_dir}: no training record (all_results.json) names its data; give the data")
             data = [str(Path(root) / source) for source in as_list(recipe["data"])]
-        return cls(data, split, **settings)
+        objects = [str(Path(root) / file) for file in as_list(recipe.get("objects_file"))] or None
+        return cls(data, split, **settings, objects_file=objects)
 
     def load(self, config):
         """The chosen examples, readable ones only, labels encoded for `config`."""
         table, _ = drop_unreadable(load_examples(self.data, self.dataset_split, self.image_column, self.label_column))
+        if self.objects_file:
+            table = merge_objects(table, self.objects_file)
         table = encode_labels(table, config)
         if self.split == "all":
             return table

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -198,3 +199,21 @@ def test_evaluate_quick_and_resume_commands(small_manifest, model_dir, tmp_path,
     with pytest.raises(SystemExit, match="holds passes of another model, data or split"):
         main(["evaluate", "--model", str(other), "--data", str(small_manifest), "--split", "all", "--quick",
               "--resume", "--out", str(out)])
+
+
+def test_evaluation_data_merges_the_recorded_object_labels(small_manifest, model_dir):
+    """A recorded `objects_file` is merged, so the rows carry the object head's targets; rows it does not list stay
+    unknown (-100), and the split is the same as without it."""
+    (small_manifest.parent / "objects.csv").write_text('path,objects\n0.png,"[""dog""]"\n2.png,"[]"\n')
+    record = {"recipe": {"data": {"data": [small_manifest.name], "objects_file": ["objects.csv"],
+                                  "stratify_by": None}}}
+    (model_dir / "all_results.json").write_text(json.dumps(record))
+    data = EvaluationData.of_model(model_dir, "all", root=small_manifest.parent)
+    assert data.objects_file == [str(small_manifest.parent / "objects.csv")]
+    config = DualSightConfig.from_pretrained(model_dir)  # objects: person, car, dog
+    rows = data.load(config).with_format(None)
+    by_path = dict(zip(rows["path"], rows["object_labels"]))
+    assert by_path["0.png"] == [0.0, 0.0, 1.0] and by_path["2.png"] == [0.0, 0.0, 0.0]
+    assert by_path["1.png"] == [-100.0] * 3
+    without = dataclasses.replace(data, split="test", objects_file=None).load(config).with_format(None)
+    assert dataclasses.replace(data, split="test").load(config).with_format(None)["path"] == without["path"]
