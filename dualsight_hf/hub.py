@@ -153,7 +153,7 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
     ]
     if test:
         sections += ["## Evaluation\n",
-                     "Measured by the training run on its held-out test split (never used for model selection):\n",
+                     "Measured on its held-out test split (never used for model selection):\n",
                      results_markdown(model_dir)]
     evaluation_report = model_dir / "evaluation" / "report.md"
     if evaluation_report.exists():
@@ -167,7 +167,9 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
                      "run trains without one generator family and is tested on it alone.\n",
                      generalisation.read_text()]
     recipe = results.get("recipe")
-    if recipe:
+    if recipe and "summary" in recipe:  # a model made without train.py says how it was made
+        sections += ["## How it was made\n"] + [f"- {line}" for line in recipe["summary"]] + [""]
+    elif recipe:
         data, training, model = recipe["data"], recipe["training"], recipe["model"]
         sections += [
             "## Training\n",

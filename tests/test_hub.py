@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 
 from conftest import save_tiny_model
 from dualsight_hf.cli import main
-from dualsight_hf.hub import push_model, stage_repo_folder
+from dualsight_hf.hub import build_model_card, push_model, stage_repo_folder
 from dualsight_hf.metrics import authenticity_metrics, grouped_authenticity_metrics
 from test_remote_code import assert_same, lay_out_as_hub_download, run_without_package
 
@@ -88,6 +88,19 @@ def test_model_card_metadata_and_results_come_from_the_run(trained_dir, tmp_path
         assert label in text
     assert "trust_remote_code=True" in text and "revision=" in text and "train.py" in text
     assert "## Limitations" in text and "![Confusion matrix (test split)](confusion_matrix.png)" in text
+
+
+def test_a_model_made_without_train_py_says_how_it_was_made(tiny_model_dir, tmp_path):
+    """A record with `recipe.summary` (e.g. scripts/build_clip_model.py) gets those lines instead of the training
+    settings that only train.py records."""
+    folder = tmp_path / "built"
+    shutil.copytree(tiny_model_dir, folder)
+    test = {"accuracy": 0.875, "f1": 0.5, "auroc": 0.9375, "count": 8}
+    (folder / "all_results.json").write_text(json.dumps(
+        {"test": test, "recipe": {"summary": ["Backbone: frozen", "Heads: fitted on features"]}}))
+    text = build_model_card(folder, "org/built").text
+    assert "## How it was made\n\n- Backbone: frozen\n- Heads: fitted on features" in text
+    assert "## Training" not in text and "0.9375" in text
 
 
 class RecordingHfApi:
