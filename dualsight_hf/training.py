@@ -213,7 +213,7 @@ def build_model(model_args: ModelArguments, examples):
 
 def parse_arguments(argv: list[str] | None = None):
     """`(ModelArguments, DataArguments, TrainingArguments)` from the command line or one JSON/YAML file."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), allow_abbrev=False)
     for action in parser._actions:
         if action.dest == "remove_unused_columns":
             action.default = False

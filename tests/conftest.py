@@ -23,11 +23,12 @@ TINY_BACKBONES = {
 OBJECT_NAMES = {0: "person", 1: "car", 2: "dog"}
 
 
-def load_benchmark(name: str):
-    """A script of benchmarks/ imported as a module (they are scripts, not part of the package)."""
+def load_benchmark(name: str, folder: str = "benchmarks"):
+    """A script of benchmarks/ (or of another `folder` of scripts, e.g. `scripts`) imported as a module: they are
+    scripts, not part of the package."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,8 +1,12 @@
 """The README's Python examples run as written (offline, in the repository's folder), and what it says about the
 `pipeline` calls is what they do."""
 
+import argparse
+import contextlib
+import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,3 +35,118 @@ def test_python_example_runs_as_written(number, tmp_path):
     finally:
         shutil.rmtree(REPO / "out" / "new-model", ignore_errors=True)
     assert result.returncode == 0, f"README example {number + 1} failed:\n{block}\n{result.stderr[-3000:]}"
+
+
+# ----------------------------------------------------------------------------------------------- shell examples
+SHELL_BLOCKS = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+
+
+def shell_commands() -> list[str]:
+    """Every command of the README's shell blocks, continuation lines joined, comments dropped. A synopsis's optional
+    part `[--format table|json]` stands for its first form (`--format table`)."""
+    commands = []
+    for block in SHELL_BLOCKS:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\[(--[^\]]*)\]", lambda m: re.sub(r"(\S+?)\|\S+", r"\1", m.group(1)), line)
+            words = shlex.split(line, comments=True)
+            if words:
+                commands.append(" ".join(shlex.quote(word) for word in words))
+    return commands
+
+
+def makefile_targets() -> set[str]:
+    return set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), flags=re.M))
+
+
+def package_extras() -> set[str]:
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    return set(config["options.extras_require"])
+
+
+def without_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """The README must spell options out: a prefix that argparse would accept (`--target-fp`) fails here."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                without_abbreviations(child)
+
+
+def parses(parser: argparse.ArgumentParser, args: list[str], command: str):
+    """`parser.parse_args(args)`, options spelt out in full, with argparse's exit turned into a test failure naming
+    the README command."""
+    without_abbreviations(parser)
+    error = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(error):
+            return parser.parse_args(args)
+    except SystemExit:
+        pytest.fail(f"README command does not parse: {command}\n{error.getvalue()}")
+
+
+def check_python(args: list[str], command: str) -> None:
+    """`python SCRIPT ARGS` or `python -m MODULE ARGS`: the script exists and its own parser accepts the arguments."""
+    from dualsight_hf.cli import add_push_arguments, build_parser
+    from dualsight_hf.training import parse_arguments
+
+    if args[:2] == ["-m", "dualsight_hf.cli"]:
+        parses(build_parser(), args[2:], command)
+        return
+    script, rest = args[0], args[1:]
+    assert (REPO / script).is_file(), f"README runs {script}, which the repository does not have: {command}"
+    if script == "train.py":
+        try:
+            parse_arguments(rest)
+        except (SystemExit, ValueError) as error:
+            pytest.fail(f"README command does not parse: {command}\n{error}")
+    elif script == "push_to_hub.py":
+        parser = argparse.ArgumentParser()
+        add_push_arguments(parser)
+        parses(parser, rest, command)
+
+
+@pytest.mark.parametrize("command", shell_commands())
+def test_shell_example_is_a_command_the_repository_has(command):
+    """Each command of the README's shell examples names what exists, with arguments its parser accepts: make
+    targets of the Makefile, extras of setup.cfg, `dualsight` sub-commands and options, train.py's and
+    push_to_hub.py's arguments, and what `accelerate launch` and `torchrun` start. (Parsing only: what the commands
+    do is tested by the tests of each command; the main job by test_default_model.)"""
+    from dualsight_hf.cli import build_parser
+
+    program, *args = shlex.split(command)
+    if program == "make":
+        assert set(args) <= makefile_targets(), f"no such make target: {command}"
+    elif program == "pip":
+        for requirement in args[1:]:
+            extras = re.fullmatch(r"\.\[(.*)\]", requirement)
+            if extras:
+                assert set(extras.group(1).split(",")) <= package_extras(), f"no such extra: {command}"
+            else:
+                assert requirement in ("-e", ".", "torch==2.13.0"), f"unexpected requirement: {command}"
+    elif program == "dualsight" and args[0] == "train":  # train.py's own arguments, passed on as they are
+        check_python(["train.py", *args[1:]], command)
+    elif program == "dualsight":
+        parses(build_parser(), args, command)
+    elif program == "python":
+        check_python(args, command)
+    elif program == "accelerate":
+        from accelerate.commands.launch import launch_command_parser
+
+        launched = parses(launch_command_parser(), args[1:], command)
+        module = ["-m"] if launched.module else []
+        check_python(module + [launched.training_script, *launched.training_script_args], command)
+    elif program == "torchrun":
+        from torch.distributed.run import get_args_parser
+
+        launched = parses(get_args_parser(), args, command)
+        check_python([launched.training_script, *launched.training_script_args], command)
+    elif program == "curl":
+        for word in args:
+            if word.startswith("file=@"):
+                assert (REPO / word.removeprefix("file=@")).is_file(), f"no such file: {command}"
+        assert any(word.startswith("http://127.0.0.1:8000/v1/") for word in args)
+    else:
+        pytest.fail(f"a README command this test does not know how to check: {command}")
