@@ -4,7 +4,9 @@ forgetting what it knew.
 
 A small part of the model is fine-tuned with `Trainer` (the authenticity head, optionally the artifact stream or the
 last backbone stage; everything else stays frozen, normalisation statistics included) on the user's images mixed
-with a replay sample of earlier training data. Part of the user's images is held back to measure the model before and
+with a replay sample of earlier training data. When only the head trains, nothing before it changes and adaptation
+does not augment, so the head's inputs are computed once and every epoch trains on them (the same steps, without
+running the backbone again). Part of the user's images is held back to measure the model before and
 after; the false-positive rate on replayed real photos (a separate sample from the one trained on) is measured too,
 and a rise above a margin is reported as a warning.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from torch import nn
 from transformers import TrainingArguments
 
 from .data import ImageTransform, collate, encode_labels, load_examples, read_manifest
@@ -192,6 +195,45 @@ def trainable_model(model_dir: str, part: str):
     return model
 
 
+class HeadOnCachedInputs(nn.Module):
+    """
+    The authenticity head of `model` on inputs computed once ([`head_inputs`]): `Trainer` trains it as it would
+    train the whole model with everything before the head frozen.
+
+    Args:
+        model ([`DualSightForImageClassification`]): the model whose `classifier` trains (in place).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, head_inputs: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        logits = self.model.authenticity_logits_from_inputs(self.model.dropout(head_inputs))
+        loss = self.model._authenticity_loss(logits, labels) if labels is not None else None
+        return {"loss": loss, "logits": logits}
+
+
+def head_inputs(model, table: datasets.Dataset, processor, batch_size: int = 16) -> list[dict]:
+    """`[{"head_inputs": (crops, features), "labels": label}, ...]` for every row of `table` (`image`, `label`):
+    the authenticity head's inputs, as the model computes them with everything before the head frozen (frozen
+    normalisation layers keep their statistics, no augmentation). They are computed without dropout;
+    [`HeadOnCachedInputs`] applies `classifier_dropout` (0 by default) to them at every step."""
+    transform = ImageTransform(processor)
+    stream = model.config.artifact_stream
+    rows = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(table), batch_size):
+            batch = transform(table[start:start + batch_size])
+            semantic = None
+            if not stream or stream["semantic_features"]:
+                semantic = model.semantic_features(batch["pixel_values"])[0]
+            inputs = model.authenticity_head_inputs(semantic, batch.get("artifact_values"))
+            rows += [{"head_inputs": row, "labels": torch.tensor(label)} for row, label in zip(inputs, batch["labels"])]
+    return rows
+
+
 def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | None = 32,
           replay=None, replay_size: int | None = None, replay_check_size: int = 64,
           part: str = "head", epochs: int = 10, learning_rate: float = 3e-4, held_back: float = 0.25,
@@ -246,16 +288,20 @@ def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | N
     # half of every epoch's draws are the user's images, half the replay, whatever their counts
     weights = [0.5 / len(train)] * len(train) + ([0.5 / len(replayed)] * len(replayed) if replayed is not None else [])
     processor = load_image_processor(model)
-    mixed.set_transform(ImageTransform(processor))
     started = time.perf_counter()
+    if part == "head":  # nothing before the head changes: its inputs once, then the epochs on them
+        trained, train_dataset, data_collator = HeadOnCachedInputs(base), head_inputs(base, mixed, processor), None
+    else:
+        mixed.set_transform(ImageTransform(processor))
+        trained, train_dataset, data_collator = base, mixed, collate
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, learning_rate=learning_rate,
                                       per_device_train_batch_size=16, save_strategy="no", report_to=[],
                                       logging_strategy="no", seed=seed, remove_unused_columns=False,
                                       dataloader_pin_memory=False, disable_tqdm=not progress,
                                       label_names=["labels"], use_cpu=not torch.cuda.is_available())
-        trainer = DualSightTrainer(model=base, args=arguments, train_dataset=mixed, data_collator=collate,
-                                   sample_weights=weights)
+        trainer = DualSightTrainer(model=trained, args=arguments, train_dataset=train_dataset,
+                                   data_collator=data_collator, sample_weights=weights)
         trainer.train()
     seconds = time.perf_counter() - started
     base.config.freeze_backbone = False  # the saved model is an ordinary model: nothing frozen when fine-tuned again

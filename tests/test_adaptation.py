@@ -149,3 +149,45 @@ def test_adapt_from_the_service_history(capsys, families, knows_the_old_family, 
     report = json.loads((tmp_path / "adapted" / "adaptation.json").read_text())
     assert sum(report["shots"].values()) + sum(report["held_back"].values()) == 6 + 4 + 24
     assert sum(path.endswith(".png") for path in report["sources"]["ai_generated"]) == 4
+
+
+@pytest.mark.parametrize("stream", [None, {"crop_size": 16, "crops_per_side": 2, "crop_aggregation": "max"}])
+def test_head_on_cached_inputs_takes_the_same_steps_as_the_whole_model(families, tmp_path, stream):
+    """Training the head on its inputs computed once ends where training the whole model with everything before
+    the head frozen ends (same samples, same steps): the cache changes the cost, not the result."""
+    import tempfile
+
+    import torch
+    from transformers import TrainingArguments
+
+    from dualsight_hf.adaptation import HeadOnCachedInputs, head_inputs, trainable_model, user_examples
+    from dualsight_hf.data import ImageTransform, collate
+    from dualsight_hf.processing import load_image_processor
+    from dualsight_hf.training import DualSightTrainer
+
+    folder = save_tiny_model(tmp_path / "base", seed=5, **({"artifact_stream": stream} if stream else {}))
+    processor = load_image_processor(str(folder))
+    table = user_examples([families["new"]["fake"]], [families["new"]["real"]],
+                          trainable_model(str(folder), "head").config, 8).select_columns(["image", "label"])
+    weights = [1.0 / len(table)] * len(table)
+
+    def train(cached: bool):
+        model = trainable_model(str(folder), "head")
+        if cached:
+            trained, dataset, collator = HeadOnCachedInputs(model), head_inputs(model, table, processor), None
+        else:
+            dataset = table.with_transform(ImageTransform(processor))
+            trained, collator = model, collate
+        with tempfile.TemporaryDirectory() as scratch:
+            arguments = TrainingArguments(output_dir=scratch, num_train_epochs=3, learning_rate=1e-2, seed=0,
+                                          per_device_train_batch_size=8, save_strategy="no", report_to=[],
+                                          logging_strategy="no", remove_unused_columns=False, disable_tqdm=True,
+                                          dataloader_pin_memory=False, label_names=["labels"], use_cpu=True)
+            DualSightTrainer(model=trained, args=arguments, train_dataset=dataset, data_collator=collator,
+                             sample_weights=weights).train()
+        return model.classifier.weight.detach().clone()
+
+    start = trainable_model(str(folder), "head").classifier.weight.detach()
+    on_images, on_cache = train(cached=False), train(cached=True)
+    assert not torch.allclose(on_images, start)
+    torch.testing.assert_close(on_cache, on_images, rtol=1e-4, atol=1e-5)

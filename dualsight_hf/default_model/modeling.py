@@ -387,8 +387,17 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         artifact stream, the crops in `artifact_values` (`(batch, crops, 3, size, size)` or `(batch, 3, size, size)`):
         every crop is scored, then the crops' logits are combined (`crop_aggregation`).
         """
+        return self.authenticity_logits_from_inputs(self.authenticity_head_inputs(semantic, artifact_values))
+
+    def authenticity_head_inputs(self, semantic: torch.Tensor | None,
+                                 artifact_values: torch.Tensor | None) -> torch.Tensor:
+        """
+        What the authenticity head reads, `(batch, crops, features)`: per crop, the semantic feature and that crop's
+        artifact feature; without an artifact stream, the semantic feature as one "crop". Everything before the head
+        is here, so a head trained alone can be trained on these inputs computed once (see `adaptation`).
+        """
         if self.artifact_encoder is None:
-            return self._head_logits(semantic)
+            return semantic[:, None]
         if artifact_values is None:
             raise ValueError("This model has an artifact stream: pass artifact_values, the native-resolution crops "
                              "that its image processor (DualSightImageProcessor) makes")
@@ -399,8 +408,15 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         features = self.dropout(self.artifact_encoder(artifact_values.flatten(0, 1)))
         if semantic is not None:
             features = torch.cat([semantic.repeat_interleave(crops, dim=0).to(features.dtype), features], dim=1)
-        logits = self._head_logits(features)
+        return features.reshape(batch, crops, features.shape[-1])
+
+    def authenticity_logits_from_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The head on [`authenticity_head_inputs`]: every crop scored, the crops' logits combined."""
+        batch, crops = inputs.shape[:2]
+        logits = self._head_logits(inputs.flatten(0, 1))
         per_crop = logits.reshape(batch, crops, logits.shape[-1])
+        if self.artifact_encoder is None:
+            return per_crop[:, 0]
         if self.config.artifact_stream["crop_aggregation"] == "max":
             # the crop with the lowest probability of class 0 (real); gather, not fancy indexing, so ONNX exports it
             chosen = per_crop.float().log_softmax(dim=2)[:, :, 0].argmin(dim=1, keepdim=True)
