@@ -4,7 +4,8 @@ evaluate --quick` on the default model's test split, each in a fresh process, on
 
 - start-up: `dualsight predict examples/real/chelsea.png` (the shipped default model) run `--repeats` times; the
   median wall time from starting the command to its exit (the result is printed just before), and, for the same
-  Python, the time of `import dualsight_hf.cli` alone. Whether torchao is installed is recorded: transformers imports
+  Python, the time of `import dualsight_hf.cli` alone and that of `import transformers.modeling_utils` alone (the
+  floor: what importing any transformers model costs here). Whether torchao is installed is recorded: transformers imports
   it whenever it is (the `int8` and `test` extras), which adds to every start.
 - evaluate: `dualsight evaluate --quick` on the test split the default model's training run recorded (needs
   ../shared), with its wall time, images and passes; the full evaluation's duration is estimated from the same rate
@@ -45,8 +46,11 @@ def wall_time(command: list[str]) -> float:
 def measure_startup(repeats: int) -> dict:
     predict = [wall_time(DUALSIGHT + ["predict", "examples/real/chelsea.png"]) for _ in range(repeats)]
     imports = [wall_time([sys.executable, "-c", "import dualsight_hf.cli"]) for _ in range(repeats)]
+    # the floor no DualSight change can lower: what any transformers model costs to import on this machine
+    floor = [wall_time([sys.executable, "-c", "import transformers.modeling_utils"]) for _ in range(repeats)]
     return {"predict_one_image_seconds": statistics.median(predict), "import_seconds": statistics.median(imports),
-            "runs": {"predict": predict, "import": imports},
+            "transformers_modeling_import_seconds": statistics.median(floor),
+            "runs": {"predict": predict, "import": imports, "transformers_modeling_import": floor},
             "torchao_installed": importlib.util.find_spec("torchao") is not None}
 
 
@@ -71,7 +75,9 @@ def markdown(report: dict) -> str:
              "| what | wall time |", "|---|---|",
              f"| `dualsight predict` on one image, command to result (median of {len(startup['runs']['predict'])}) | "
              f"{startup['predict_one_image_seconds']:.1f} s |",
-             f"| of which `import dualsight_hf.cli` alone | {startup['import_seconds']:.1f} s |"]
+             f"| of which `import dualsight_hf.cli` alone | {startup['import_seconds']:.1f} s |",
+             f"| `import transformers.modeling_utils` alone, which every transformers model needs (torch, "
+             f"torch._dynamo, torch.distributed.tensor) | {startup['transformers_modeling_import_seconds']:.1f} s |"]
     if "skipped" not in evaluation:
         lines += [f"| `dualsight evaluate --quick`, {evaluation['images']} test images x {evaluation['quick_passes']} "
                   f"passes | {evaluation['quick_seconds'] / 60:.1f} min |",
