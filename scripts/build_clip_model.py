@@ -27,6 +27,7 @@ cores (3.2 img/s, float32). `benchmarks/clip_probe.py`'s cache has the same layo
 
 import argparse
 import dataclasses
+import io
 import json
 import sys
 import time
@@ -60,7 +61,7 @@ from dualsight_hf.hub import build_model_card, write_marked_block  # noqa: E402
 from dualsight_hf.images import load_image  # noqa: E402
 from dualsight_hf.machine import describe_machine, machine_line  # noqa: E402
 from dualsight_hf.metrics import authenticity_metrics, object_metrics  # noqa: E402
-from dualsight_hf.predict import Predictor  # noqa: E402
+from dualsight_hf.predict import PredictionResult, Predictor, write_table  # noqa: E402
 
 FEATURE_LAYERS = (4, 6, 8, 10)
 AUTHENTICITY_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -335,12 +336,24 @@ def write_docs(out: Path, readme: Path | None) -> None:
     record = out / "all_results.json"
     results = json.loads(record.read_text())
     results["recipe"]["summary"] = how_it_was_made(results)
+    predictions = Predictor(str(out), dtype="float32").predict_paths([REPO / "examples"])
+    results["examples"] = [{**dataclasses.asdict(item), "path": str(Path(item.path).relative_to(REPO))}
+                           for item in predictions]
     record.write_text(json.dumps(results, indent=2))
     RECORD.write_text(json.dumps(results, indent=2))
     build_model_card(out, REPO_ID, license="mit", base_model="openai/clip-vit-base-patch16",
                      dataset_name="real-vs-ai test split").save(out / "README.md")
     if readme is not None:
         write_marked_block(readme, "clip-model", comparison_markdown(results))
+        write_marked_block(readme, "clip-model-examples", examples_markdown(results))
+
+
+def examples_markdown(clip: dict) -> str:
+    """The CLIP model's answers on `examples/`, as `dualsight predict` prints them, from its build record."""
+    table = io.StringIO()
+    write_table([PredictionResult(**row) for row in clip["examples"]], table)
+    return ("`dualsight predict examples/ --model models/dualsight-clip` (real photos in `examples/real`, Stable "
+            "Diffusion images in `examples/ai_generated`):\n\n```text\n" + table.getvalue() + "```\n")
 
 
 def comparison_markdown(clip: dict) -> str:

@@ -77,5 +77,8 @@ def test_the_readme_shows_the_recorded_build():
     """The README's comparison is what the recorded build (benchmarks/results/clip_model.json) and the shipped
     default model's record produce."""
     record = json.loads(build.RECORD.read_text())
-    assert build.comparison_markdown(record) in (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert build.comparison_markdown(record) in readme and build.examples_markdown(record) in readme
+    assert {row["path"] for row in record["examples"]} == {
+        str(path.relative_to(REPO)) for path in (REPO / "examples").glob("*/*.*")}
     assert record["test_by_source"]["cifake-2spi"]["count"] == 300  # the default model's own test split
