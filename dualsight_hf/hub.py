@@ -73,6 +73,28 @@ def write_marked_block(path, name: str, text: str) -> None:
     path.write_text(head + start + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
 
 
+def remote_code_files() -> list[str]:
+    """
+    The code files that `save_pretrained` writes beside a DualSight model (and so a Hub repository of one holds):
+    `modeling.py` and every module it imports by relative import, as transformers collects them. Folders inside the
+    package (the default model) hold none: the package is their code, and [`stage_repo_folder`] writes them.
+
+    Example:
+
+    ```python
+    >>> from dualsight_hf.hub import remote_code_files
+    >>> "modeling.py" in remote_code_files() and "configuration.py" in remote_code_files()
+    True
+    ```
+    """
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    from . import modeling
+
+    return sorted({Path(modeling.__file__).name} |
+                  {Path(path).name for path in get_relative_import_files(modeling.__file__)})
+
+
 def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datasets: list[str] | None = None,
                      base_model: str | None = None, dataset_name: str = "test split") -> ModelCard:
     """
@@ -123,7 +145,7 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
         f"residuals ({', '.join(r.upper() for r in stream['residuals'])}) and a small CNN, whose feature goes to the "
         f"authenticity head {'with' if stream['semantic_features'] else 'instead of'} the backbone's (crop logits "
         f"combined by {stream['crop_aggregation']})." if stream else "")
-    code_files = sorted(path.name for path in model_dir.glob("*.py"))
+    code_files = remote_code_files()
     sections = [
         f"# {repo_id.split('/')[-1]}\n",
         f"A DualSight model (Python package `dualsight-hf`): one `{backbone}` backbone with two "

@@ -60,6 +60,8 @@ def main() -> None:
 def measure(args) -> None:
     """Stage, calibrate, choose the precision and evaluate: everything that runs the model on the data."""
     stage_repo_folder(args.run, DEFAULT_MODEL_DIR, REPO_ID, **CARD)
+    for code in DEFAULT_MODEL_DIR.glob("*.py"):  # the package is the code of its own folder; `push` writes them
+        code.unlink()
     predictor = default_device_predictor(str(DEFAULT_MODEL_DIR))
     validation = EvaluationData.of_model(DEFAULT_MODEL_DIR, "validation", root=REPO).load(predictor.model.config)
     calibrate_model(predictor, validation, DEFAULT_MODEL_DIR, uncertain_band=UNCERTAIN_BAND)

@@ -73,17 +73,23 @@ def test_card_and_readme_numbers_come_from_the_run():
     assert report in card and report in readme
 
 
-def test_the_shipped_remote_code_is_the_package_code(tmp_path):
-    """Hub users of the default model run its copied .py files: they must be this version's code, and every file
-    that `save_pretrained` writes today (the modules and what they import) must be there."""
-    from conftest import save_tiny_model
+def test_the_repository_holds_no_code_copies_and_the_staged_folder_runs_as_remote_code(tmp_path):
+    """The default model's folder holds no copies of the package's modules: the folder `dualsight push` stages gets
+    the code files from `save_pretrained` (those `remote_code_files` names, as any saved model does), and loads by
+    remote code where `dualsight_hf` cannot be imported, with the package's answers."""
+    from conftest import run_without_package, save_tiny_model
+    from dualsight_hf.hub import remote_code_files, stage_repo_folder
+    from test_remote_code import assert_same
 
-    package = DEFAULT_MODEL_DIR.parent
-    shipped = sorted(path.name for path in DEFAULT_MODEL_DIR.glob("*.py"))
-    written = sorted(path.name for path in save_tiny_model(tmp_path / "saved").glob("*.py"))
-    assert shipped == written
-    for name in shipped:
-        assert (DEFAULT_MODEL_DIR / name).read_text() == (package / name).read_text(), name
+    assert not list(DEFAULT_MODEL_DIR.glob("*.py"))
+    assert sorted(path.name for path in save_tiny_model(tmp_path / "saved").glob("*.py")) == remote_code_files()
+    staged = tmp_path / "staged"
+    stage_repo_folder(DEFAULT_MODEL_DIR, staged, "org/default")
+    assert sorted(path.name for path in staged.glob("*.py")) == remote_code_files()
+    for name in remote_code_files():
+        assert (staged / name).read_text() == (DEFAULT_MODEL_DIR.parent / name).read_text(), name
+    image = str(REPO / "examples" / "real" / "chelsea.png")
+    assert_same(run_without_package(str(staged), image), DEFAULT_MODEL_DIR, image)
 
 
 def test_the_default_model_does_not_key_on_size_or_jpeg_quality():
