@@ -247,9 +247,10 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         self.backbone = build_backbone(config.backbone_config)
         self.extra_backbones = (nn.ModuleList(build_backbone(c) for c in config.extra_backbone_configs)
                                 if config.extra_backbone_configs else None)
-        feature_size = sum(pooled_feature_size(c, b) for c, b in zip(config.backbone_configs, self.backbones))
+        widths = [pooled_feature_size(c, b) for c, b in zip(config.backbone_configs, self.backbones)]
         if config.backbone_feature_layers:
-            feature_size += (len(config.backbone_feature_layers) - 1) * config.backbone_config.hidden_size
+            widths[0] = len(config.backbone_feature_layers) * config.backbone_config.hidden_size
+        feature_size = sum(widths)
         stream = config.artifact_stream
         self.artifact_encoder = ArtifactEncoder(stream["residuals"], stream["channels"]) if stream else None
         authenticity_features = 0 if stream and not stream["semantic_features"] else feature_size
