@@ -15,12 +15,11 @@ The aim for a file without metadata is under 2 ms. Results go to `results/proven
 
 import argparse
 import json
-from dataclasses import asdict
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from dualsight_hf.hub import write_marked_block
@@ -30,7 +29,6 @@ from dualsight_hf.provenance import c2pa_available, read_provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
-sys.path.insert(0, str(REPO / "tests"))  # the test suite's fixture makers: signed and declared images
 
 
 def per_image_ms(paths: list[Path], repeats: int) -> float:
@@ -47,7 +45,7 @@ def per_image_ms(paths: list[Path], repeats: int) -> float:
 def declared_files(folder: Path) -> dict[str, list[Path]]:
     from PIL import PngImagePlugin
 
-    from conftest import AI_SOURCE_TYPE, C2paSigner, image_bytes
+    from dualsight_hf.testing_utils import AI_SOURCE_TYPE, C2paSigner, image_bytes
 
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512")
