@@ -17,6 +17,11 @@ Results are written per family as they finish (`results/adaptation_curve-<machin
 resumes; with `--readme` the table goes into the README's `adaptation-curve` block.
 
     python benchmarks/adaptation_curve.py --readme README.md      # about 5 minutes per family on 2 CPU cores
+
+`--variant clip` measures the CLIP model instead (`make clip-model`): its bases are the CLIP model's heads fitted
+without each family (`python scripts/build_clip_model.py --holdout SOURCES --out outputs/clip-leave-one-family-out/
+clip-without-SOURCE`), its results go to `results/adaptation_curve-clip-<machine>.json` and the README's
+`adaptation-curve-clip` block.
 """
 
 import argparse
@@ -89,7 +94,7 @@ def run_family(family: str, base: Path, shots: list[int], other_images: int, see
             rows.append({"shots": count, "trained": report.shots, "held_back": report.held_back,
                          "before": report.before, "after": report.after, "seconds": report.seconds,
                          "other_families_auroc_change": changes,
-                         "largest_drop": -min(min(changes.values()), 0.0),  # every family has both classes
+                         "largest_drop": max(0.0, -min(changes.values())),  # every family has both classes
                          "false_positive_rate": report.false_positive_rate, "warnings": report.warnings})
             print(f"{family}: {count} shots, AUROC {report.before['auroc']:.3f} -> {report.after['auroc']:.3f}, "
                   f"largest drop elsewhere {rows[-1]['largest_drop']:.3f}, {report.seconds:.0f} s",
@@ -97,10 +102,16 @@ def run_family(family: str, base: Path, shots: list[int], other_images: int, see
     return {"base": str(base), "runs": rows, "other_images": other_images}
 
 
+#: the base models of each variant: how the table names them
+BASES = {"balanced": "the `balanced` leave-one-family-out runs, 1 epoch of 800 images",
+         "clip": "the CLIP model's heads fitted without the family, `scripts/build_clip_model.py --holdout`"}
+
+
 def markdown(report: dict) -> str:
+    variant = report.get("variant", "balanced")
     lines = [f"Measured by `benchmarks/adaptation_curve.py` on {machine_line(report['machine'])} ({report['date']}): "
-             "each family held out of a base model's training (the `balanced` leave-one-family-out runs, 1 epoch of "
-             "800 images), then `dualsight adapt` (head only, replay of the base run's train split) with N of its "
+             f"each family held out of a base model's training ({BASES[variant]}), then `dualsight adapt` (head "
+             "only, replay of the base run's train split) with N of its "
              "images per class; AUROC and balanced accuracy on half of the family's images held back, the largest "
              f"AUROC drop on the other families' test images (at most {report['other_images']} each), and the "
              "adaptation's wall time; the false-positive rate on 64 real photos of the replay data not trained on.\n",
@@ -113,7 +124,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {family} | {run['shots']}" + (f" ({trained} available)" if trained < run["shots"] else "")
                          + f" | {run['before']['auroc']:.3f} → {run['after']['auroc']:.3f} | "
                          f"{run['before']['balanced_accuracy']:.3f} → {run['after']['balanced_accuracy']:.3f} | "
-                         f"{run['largest_drop']:.3f} | {run['false_positive_rate']['before']:.3f} → "
+                         f"{abs(run['largest_drop']):.3f} | {run['false_positive_rate']['before']:.3f} → "
                          f"{run['false_positive_rate']['after']:.3f} | {run['seconds']:.0f} |")
     missing = [family for family in FAMILIES if family not in report["families"]]
     if missing:
@@ -123,8 +134,9 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=str(REPO / "outputs" / "leave-one-family-out"),
-                        help="the leave-one-family-out runs (make generalisation)")
+    parser.add_argument("--variant", choices=sorted(BASES), default="balanced", help="which base models")
+    parser.add_argument("--runs", default=None, help="the folder of the base runs (default: outputs/"
+                                                     "leave-one-family-out, or outputs/clip-leave-one-family-out)")
     parser.add_argument("--families", nargs="*", default=None, help="families to measure (default: all)")
     parser.add_argument("--shots", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--other-images", type=int, default=60, help="test images per other family (forgetting)")
@@ -132,22 +144,26 @@ def main() -> None:
     parser.add_argument("--readme", default=None, help="write the table into this README's adaptation-curve block")
     args = parser.parse_args()
     machine = describe_machine()
-    results_file = RESULTS / f"adaptation_curve-{machine_slug(machine)}.json"
+    suffix = "" if args.variant == "balanced" else f"-{args.variant}"
+    runs = Path(args.runs or REPO / "outputs" / ("leave-one-family-out" if args.variant == "balanced"
+                                                  else f"{args.variant}-leave-one-family-out"))
+    results_file = RESULTS / f"adaptation_curve{suffix}-{machine_slug(machine)}.json"
     report = json.loads(results_file.read_text()) if results_file.exists() else {"families": {}}
-    report.update(machine=machine, date=time.strftime("%Y-%m-%d"), other_images=args.other_images)
+    report.update(machine=machine, date=time.strftime("%Y-%m-%d"), other_images=args.other_images,
+                  variant=args.variant)
     for family in args.families or list(FAMILIES):
         if family in report["families"]:
             continue
-        base = Path(args.runs) / run_dir_name("balanced", family)
+        base = runs / run_dir_name(args.variant, family)
         if not (base / "all_results.json").exists():
-            print(f"skipping {family}: no base run in {base} (make generalisation trains it)", file=sys.stderr)
+            print(f"skipping {family}: no base run in {base}", file=sys.stderr)
             continue
         report["families"][family] = run_family(family, base, args.shots, args.other_images, args.seed)
         RESULTS.mkdir(exist_ok=True)
         results_file.write_text(json.dumps(report, indent=2))
     print(markdown(report))
     if args.readme:
-        write_marked_block(args.readme, "adaptation-curve", markdown(report))
+        write_marked_block(args.readme, f"adaptation-curve{suffix}", markdown(report))
 
 
 if __name__ == "__main__":

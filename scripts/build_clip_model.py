@@ -231,13 +231,22 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=".cache/clip-model", help="where the wheel and the feature cache go")
     parser.add_argument("--features", help="a feature cache to read and extend (default: WORK/features.npz)")
     parser.add_argument("--readme", help="also write the comparison into this Markdown file's clip-model block")
+    parser.add_argument("--holdout", help="comma-separated sources left out of the fit (their images are the test "
+                                          "split): a leave-one-family-out base for benchmarks/adaptation_curve.py; "
+                                          "no test pass, card or README")
     parser.add_argument("--docs-only", action="store_true", help="only write the model card (and --readme) from "
                                                                 "what the model folder already holds")
     args = parser.parse_args(argv)
     if not args.docs_only:
         build(args)
-    write_docs(Path(args.out), Path(args.readme) if args.readme else None)
+    if not args.holdout:
+        write_docs(Path(args.out), Path(args.readme) if args.readme else None)
     return 0
+
+
+def relative(path: str) -> str:
+    """A path as the record keeps it: from the repository's folder where it lies below it."""
+    return str(Path(path).relative_to(REPO)) if Path(path).is_relative_to(REPO) else path
 
 
 def build(args) -> None:
@@ -250,6 +259,8 @@ def build(args) -> None:
     model = build_model(fetch_onnx(work), object_names)
     processor = image_processor()
     base = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO)
+    if args.holdout:  # a base that never saw these sources: they are its whole test split
+        base = dataclasses.replace(base, holdout_column="source", holdout_value=args.holdout)
     splits = {name: dataclasses.replace(base, split=name).load(model.config)
               for name in ("train", "validation", "test")}
     paths = [path for table in splits.values() for path in table.with_format(None)["image"]]
@@ -267,6 +278,19 @@ def build(args) -> None:
     model.config.temperature = fit_temperature(validation_logits, data["validation"]["y"])
     model.image_processor = processor
     model.save_pretrained(out)
+    recipe = {"data": {**{key: getattr(base, key) for key in base.SPLIT_SETTINGS},
+                       "data": [relative(path) for path in base.data],
+                       "objects_file": [relative(path) for path in base.objects_file or []]},
+              "backbone": f"{WHEEL} clip_encoder.int8.onnx, dequantised to float32, blocks 1-10",
+              "backbone_feature_layers": list(FEATURE_LAYERS),
+              "authenticity_head": authenticity.settings, "object_heads": objects.settings,
+              "temperature": model.config.temperature}
+    validation = authenticity_metrics(validation_logits, data["validation"]["y"])
+    if args.holdout:  # what adaptation_curve.py needs of a base: its recorded data and split
+        (out / "all_results.json").write_text(json.dumps(
+            {"recipe": recipe, "split_sizes": {name: len(table) for name, table in splits.items()},
+             "validation": validation}, indent=2, default=float))
+        return
 
     # the test split, through the package's own evaluation path on the saved folder
     predictor = Predictor(str(out), dtype="float32")
@@ -279,21 +303,13 @@ def build(args) -> None:
     results = {
         "model": "DualSight CLIP (frozen CLIP ViT-B/16 blocks 4+6+8+10, linear heads)",
         "machine": describe_machine(),
-        "recipe": {"data": {**{key: getattr(base, key) for key in base.SPLIT_SETTINGS},
-                            "data": [str(Path(p).relative_to(REPO)) if Path(p).is_relative_to(REPO) else p
-                                     for p in base.data],
-                            "objects_file": ["data/real-vs-ai-voc-objects.csv",
-                                             "data/photoreal-multi-generator-voc-objects.csv"]},
-                   "backbone": f"{WHEEL} clip_encoder.int8.onnx, dequantised to float32, blocks 1-10",
-                   "backbone_feature_layers": list(FEATURE_LAYERS),
-                   "authenticity_head": authenticity.settings, "object_heads": objects.settings,
-                   "temperature": model.config.temperature},
+        "recipe": recipe,
         "split_sizes": {name: len(table) for name, table in splits.items()},
         "test": result["clean"]["calibrated"],
         "test_by_source": result["clean"]["by_source"],
         "test_objects": object_metrics(test_objects, data["test"]["objects"], model.config.object_problem_type,
                                        names=model.config.object_id2label),
-        "validation": authenticity_metrics(validation_logits, data["validation"]["y"]),
+        "validation": validation,
         "test_logits_vs_cached_features_max_abs_difference": float(np.abs(test_logits - from_features).max()),
         "test_images_per_second": len(splits["test"]) / test_seconds,
         "feature_extraction": extraction,
