@@ -202,6 +202,15 @@ class HeadOnCachedInputs(nn.Module):
 
     Args:
         model ([`DualSightForImageClassification`]): the model whose `classifier` trains (in place).
+
+    Example:
+
+    ```python
+    >>> from dualsight_hf.adaptation import HeadOnCachedInputs, head_inputs, trainable_model
+    >>> model = trainable_model("dualsight_hf/default_model", "head")  # doctest: +SKIP
+    >>> rows = head_inputs(model, table, processor)  # doctest: +SKIP
+    >>> Trainer(model=HeadOnCachedInputs(model), train_dataset=rows, ...).train()  # doctest: +SKIP
+    ```
     """
 
     def __init__(self, model):

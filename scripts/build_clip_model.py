@@ -23,6 +23,8 @@ cores (3.2 img/s, float32). `benchmarks/clip_probe.py`'s cache has the same layo
 
     python scripts/build_clip_model.py --out models/dualsight-clip --readme README.md   # make clip-model
     python scripts/build_clip_model.py --docs-only --readme README.md    # card and README block from the folder
+    python scripts/build_clip_model.py --holdout stylegan2-ffhq-faces,whichfaceisreal-tpdne-ffhq \
+        --out outputs/clip-leave-one-family-out/clip-without-stylegan2-ffhq-faces   # a base for adaptation_curve.py
 """
 
 import argparse
@@ -218,7 +220,8 @@ def set_heads(model, authenticity: LinearFit, objects: LinearFit) -> None:
         model.object_classifier.bias.copy_(torch.from_numpy(objects.bias).float())
 
 
-def split_arrays(table, features: dict, config) -> dict:
+def split_arrays(table, features: dict) -> dict:
+    """Features, labels, sources and object targets of a split, as arrays in its row order."""
     plain = table.with_format(None)
     return {"x": np.stack([features[path] for path in plain["image"]]).astype(np.float64),
             "y": np.asarray(plain["label"]), "source": np.asarray(plain["source"]),
@@ -267,7 +270,7 @@ def build(args) -> None:
     began = time.perf_counter()
     features, extracted = extract_features(model, processor, paths, Path(args.features or work / "features.npz"))
     extraction = {"images": extracted, "seconds": round(time.perf_counter() - began, 1)}
-    data = {name: split_arrays(table, features, model.config) for name, table in splits.items()}
+    data = {name: split_arrays(table, features) for name, table in splits.items()}
 
     authenticity = fit_authenticity(data["train"]["x"], data["train"]["y"], data["validation"]["x"],
                                     data["validation"]["y"])
