@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from build_clip_model import feature_keys, fit_authenticity  # noqa: E402
+from build_clip_model import fit_authenticity, read_feature_cache, split_arrays  # noqa: E402
 from leave_one_family_out import FAMILIES  # noqa: E402
 
 from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig  # noqa: E402
@@ -52,15 +52,12 @@ RESULTS = REPO / "benchmarks" / "results" / "clip_adaptation_probe.json"
 def load_splits(cache: Path) -> dict:
     """`{split: (features, labels, sources)}` of the default model's split, from the feature cache."""
     config = DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR)
-    base = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO)
-    base = dataclasses.replace(base, objects_file=None)
-    with np.load(cache, allow_pickle=False) as stored:
-        features = dict(zip(stored["paths"].tolist(), np.concatenate([stored[k] for k in feature_keys()], axis=1)))
+    base = dataclasses.replace(EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO), objects_file=None)
+    features = read_feature_cache(cache)
     splits = {}
     for name in ("train", "validation", "test"):
-        table = dataclasses.replace(base, split=name).load(config).with_format(None)
-        splits[name] = (np.stack([features[path] for path in table["image"]]).astype(np.float64),
-                        np.asarray(table["label"]), np.asarray(table["source"]))
+        arrays = split_arrays(dataclasses.replace(base, split=name).load(config), features)
+        splits[name] = (arrays["x"], arrays["y"], arrays["source"])
     return splits
 
 

@@ -111,15 +111,19 @@ def image_processor():
                                  image_std=CLIP_STD.ravel().tolist())
 
 
+def read_feature_cache(cache: Path) -> dict[str, np.ndarray]:
+    """`{path: feature}` of a feature cache (`paths` and one array per block, concatenated in `FEATURE_LAYERS`
+    order)."""
+    with np.load(cache, allow_pickle=False) as stored:
+        blocks = np.concatenate([stored[key] for key in feature_keys()], axis=1)
+        return dict(zip(stored["paths"].tolist(), blocks))
+
+
 def extract_features(model, processor, paths: list[str], cache: Path,
                      batch_size: int = 16) -> tuple[dict[str, np.ndarray], int]:
     """`{path: feature}` for every path, computed by `model.semantic_features` and cached in `cache` (written every
     few batches, so an interrupted run resumes), and how many of them this call computed."""
-    done = {}
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as stored:
-            blocks = np.concatenate([stored[key] for key in feature_keys()], axis=1)
-            done = dict(zip(stored["paths"].tolist(), blocks))
+    done = read_feature_cache(cache) if cache.exists() else {}
     todo = [path for path in dict.fromkeys(paths) if path not in done]
 
     def save():
