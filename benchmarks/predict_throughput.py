@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput and memory of `dualsight predict` against the stock transformers pipeline and the forward-only ceiling.
 
-For each model (a ResNet-50 DualSight model with random weights, and the shipped default model), on the same folder
+For each model (a ResNet-50 DualSight model with random weights, and the bundled mobile model, MobileNetV2 + artifact stream), on the same folder
 of 512x512 JPEGs, interleaved over several rounds:
 
 1. baseline: `transformers.pipeline("image-classification")` (the stock `ImageClassificationPipeline`, same model and
@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
 
-from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
+from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.predict import PreprocessedInputs, Predictor, ResultWriter, iter_inputs
@@ -168,7 +168,7 @@ def measure(args) -> None:
     """Run every measurement and write the results file of this machine."""
     work = Path(args.work_dir)
     images = make_jpegs(work / f"jpegs-{args.images}", args.images)
-    models = {"resnet50": resnet50_folder(work / "resnet50"), "default": Path(DEFAULT_MODEL_DIR)}
+    models = {"resnet50": resnet50_folder(work / "resnet50"), "mobile": Path(MOBILE_MODEL_DIR)}
     report = {"machine": describe_machine(), "code": code_version(), "date": time.strftime("%Y-%m-%d"),
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "readme", "tables_only")},
               "models": {}}
@@ -199,9 +199,9 @@ def measure(args) -> None:
     memory = {}
     for count in (small, large):
         folder = make_jpegs(work / f"jpegs-{count}", count)
-        memory[count] = peak_memory_mb(models["default"], folder, args.batch_size, work)
-        print(f"peak memory, default model, {count} images: {memory[count]:.0f} MB", flush=True)
-    report["peak_memory_mb"] = {"model": "default", **{str(k): v for k, v in memory.items()},
+        memory[count] = peak_memory_mb(models["mobile"], folder, args.batch_size, work)
+        print(f"peak memory, mobile model, {count} images: {memory[count]:.0f} MB", flush=True)
+    report["peak_memory_mb"] = {"model": "mobile", **{str(k): v for k, v in memory.items()},
                                 "ratio_large_to_small": memory[large] / memory[small], "method": "VmHWM"}
 
     out = Path(args.out or RESULTS / f"predict_throughput-{machine_slug(report['machine'])}.json")
@@ -261,7 +261,7 @@ def markdown_table(report: dict) -> str:
         lines.append("\nPeak memory: not measured correctly in this run (it read `ru_maxrss`, which the child "
                      "process inherits from the benchmark process), and not re-measured on this machine.\n")
         return "\n".join(lines)
-    lines.append("\nPeak memory of `dualsight predict` (default model, its own process): " + ", ".join(
+    lines.append("\nPeak memory of `dualsight predict` (mobile model, its own process): " + ", ".join(
         f"{memory[key]:.0f} MB for {int(key):,d} images" for key in sizes) +
         f" (x{memory['ratio_large_to_small']:.2f}).\n")
     return "\n".join(lines)

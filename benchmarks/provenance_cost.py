@@ -5,7 +5,7 @@ read included), the median over `--repeats` passes.
 - files without provenance metadata: the images of `examples/` (JPEG and PNG photos and generated images);
 - a PNG with AUTOMATIC1111 `parameters` and a JPEG with an IPTC digital source type in XMP (unsigned metadata);
 - a JPEG with a C2PA manifest signed here (ES256, a throw-away certificate chain), validated by `c2pa-python`; what
-  `dualsight predict` answers for it with the shipped default model goes into the README as an example.
+  `dualsight predict` answers for it with the mobile model goes into the README as an example.
 
 The aim for a file without metadata is under 2 ms. Results go to `results/provenance_cost-<machine>.json` and, with
 `--readme`, into the README's `provenance-cost` block.
@@ -75,7 +75,7 @@ def main() -> None:
         costs = {kind: {"files": len(paths), "ms_per_image": per_image_ms(paths, args.repeats),
                         "claim": read_provenance(paths[0]).claim} for kind, paths in groups.items()}
         signed = groups.get("jpeg_with_signed_c2pa_manifest")
-        example = asdict(Predictor(num_workers=0).predict_paths(signed)[0]) if signed else None
+        example = asdict(Predictor("mobile", num_workers=0).predict_paths(signed)[0]) if signed else None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     report = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit.stdout.strip(),
               "repeats": args.repeats, "c2pa_python": c2pa_available(), "costs": costs, "example": example}

@@ -2,7 +2,7 @@
 """Load on `dualsight serve`, loopback only: N concurrent clients each sending single-image requests, against
 sequential single-image calls of the same model in one process (no HTTP, no batching).
 
-- The server is started as a user would start it (`dualsight serve`, the shipped default model unless `--model`,
+- The server is started as a user would start it (`dualsight serve --model mobile` unless `--model`,
   a fresh SQLite history) and used through HTTP with `httpx`, one client per thread.
 - Images: those of `examples/` (photos and generated images of mixed sizes, JPEG and PNG), cycled.
 - For each concurrency level: `--requests` requests (or fewer if `--max-seconds` runs out), throughput, p50 / p99
@@ -144,7 +144,7 @@ def measure(args) -> dict:
             process.terminate()
             process.wait(timeout=30)
     answered = 4 + sum(level["requests"] for level in levels)
-    return {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"), "model": args.model or "default",
+    return {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"), "model": args.model,
             "images": len(images), "max_wait_ms": args.max_wait_ms, "sequential": baseline, "levels": levels,
             "answered_requests": answered, "history_rows": len(stored),
             "one_row_per_request": len(stored) == answered and len({row["id"] for row in stored}) == answered}
@@ -173,7 +173,8 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped default model)")
+    parser.add_argument("--model", default="mobile", help="model folder, Hub id, 'default' or 'mobile' (default: "
+                                                           "mobile, the model the recorded table served)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrency levels")
     parser.add_argument("--requests", type=int, default=128, help="requests per concurrency level")
     parser.add_argument("--baseline-requests", type=int, default=64, help="sequential calls for the baseline")

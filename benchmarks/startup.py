@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """How long a newcomer waits: `dualsight predict` on one image from a cold command to its result, and `dualsight
-evaluate --quick` on the default model's test split, each in a fresh process, on this machine.
+evaluate --quick` on the mobile model's test split, each in a fresh process, on this machine.
 
-- start-up: `dualsight predict examples/real/chelsea.png` (the shipped default model) run `--repeats` times; the
+- start-up: `dualsight predict examples/real/chelsea.png --model mobile` run `--repeats` times; the
   median wall time from starting the command to its exit (the result is printed just before), and, for the same
   Python, the time of `import dualsight_hf.cli` alone and that of `import transformers.modeling_utils` alone (the
   floor: what importing any transformers model costs here). Whether torchao is installed is recorded: transformers imports
   it whenever it is (the `int8` and `test` extras), which adds to every start.
-- evaluate: `dualsight evaluate --quick` on the test split the default model's training run recorded (needs
+- evaluate: `dualsight evaluate --quick` on the test split the mobile model's training run recorded (needs
   ../shared), with its wall time, images and passes; the full evaluation's duration is estimated from the same rate
   (its passes: clean, every default degradation level and the two shortcut arrangements).
 
@@ -44,7 +44,7 @@ def wall_time(command: list[str]) -> float:
 
 
 def measure_startup(repeats: int) -> dict:
-    predict = [wall_time(DUALSIGHT + ["predict", "examples/real/chelsea.png"]) for _ in range(repeats)]
+    predict = [wall_time(DUALSIGHT + ["predict", "examples/real/chelsea.png", "--model", "mobile"]) for _ in range(repeats)]
     imports = [wall_time([sys.executable, "-c", "import dualsight_hf.cli"]) for _ in range(repeats)]
     # the floor no DualSight change can lower: what any transformers model costs to import on this machine
     floor = [wall_time([sys.executable, "-c", "import transformers.modeling_utils"]) for _ in range(repeats)]
@@ -59,7 +59,7 @@ def measure_evaluate() -> dict:
     if not shared.exists():
         return {"skipped": f"{shared} is absent"}
     with tempfile.TemporaryDirectory() as out:
-        seconds = wall_time(DUALSIGHT + ["evaluate", "--quick", "--out", out, "--data"] + [
+        seconds = wall_time(DUALSIGHT + ["evaluate", "--model", "mobile", "--quick", "--out", out, "--data"] + [
             str(shared / name / "manifest.csv") for name in ("real-vs-ai", "photoreal-multi-generator")])
         images = json.loads((Path(out) / "results.json").read_text())["settings"]["count"]
     quick_passes = 1 + len(QUICK_PERTURBATIONS)

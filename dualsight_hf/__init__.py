@@ -6,7 +6,6 @@ a saved folder loads with `trust_remote_code=True` where this package is not ins
 """
 
 import logging
-from pathlib import Path
 
 # transformers imports torchao (the int8 extra) whenever it is installed, and torchao then logs that its CUDA kernels
 # do not load on a CPU build of torch, and torch that it now registers torchao's enums natively: harmless, and not
@@ -19,6 +18,7 @@ import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration import DualSightConfig
+from .default_model import DEFAULT_MODEL_DIR, MOBILE_MODEL_DIR, build_default_model, resolve_model
 from .image_processing import DualSightImageProcessor
 from .images import ImageLoadError, load_image
 from .loading import ModelLoadError, UnsafeWeightsError, load_model
@@ -27,9 +27,6 @@ from .pipeline import DualSightImageClassificationPipeline
 from .processing import image_processor_for_backbone, image_processor_for_model, load_image_processor
 
 __version__ = "0.1.0"
-
-#: The trained default model shipped inside the package (MobileNetV2 backbone, VOC object labels).
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
 AutoConfig.register(DualSightConfig.model_type, DualSightConfig, exist_ok=True)
 AutoModel.register(DualSightConfig, DualSightForImageClassification, exist_ok=True)
@@ -46,7 +43,8 @@ def load_pipeline(model=None, allow_pickle: bool = False, **kwargs) -> DualSight
 
     Args:
         model (`str`, `os.PathLike` or `DualSightForImageClassification`, *optional*):
-            A folder, Hub id or model; defaults to the shipped default model (`DEFAULT_MODEL_DIR`).
+            A folder, Hub id or model, or `"mobile"` (the bundled MobileNetV2 model); defaults to the default model
+            (`DEFAULT_MODEL_DIR`, made once by `dualsight build-model`).
         allow_pickle (`bool`, *optional*, defaults to `False`): accept pickle weights (see `loading.load_model`).
         **kwargs: passed on to `transformers.pipeline` (`device`, `dtype`, `batch_size`, `revision`, ...).
 
@@ -57,13 +55,12 @@ def load_pipeline(model=None, allow_pickle: bool = False, **kwargs) -> DualSight
 
     ```python
     >>> from dualsight_hf import load_pipeline
-    >>> classifier = load_pipeline()  # the shipped default model
+    >>> classifier = load_pipeline()  # the default model
     >>> classifier("examples/fake/sd-1.jpg", head="both")  # doctest: +SKIP
     ```
     """
-    model = DEFAULT_MODEL_DIR if model is None else model
     if not isinstance(model, DualSightPreTrainedModel):
-        name = str(model)
+        name = resolve_model(model)
         model = load_model(name, allow_pickle=allow_pickle, revision=kwargs.get("revision"))
         kwargs.setdefault("image_processor", load_image_processor(name, revision=kwargs.get("revision")))
     return transformers.pipeline(
@@ -72,12 +69,15 @@ def load_pipeline(model=None, allow_pickle: bool = False, **kwargs) -> DualSight
 
 
 def load_default_pipeline(**kwargs) -> DualSightImageClassificationPipeline:
-    """The pipeline of the shipped default model; `kwargs` as in [`load_pipeline`]."""
-    return load_pipeline(DEFAULT_MODEL_DIR, **kwargs)
+    """The pipeline of the default model (built by `dualsight build-model`); `kwargs` as in [`load_pipeline`]."""
+    return load_pipeline("default", **kwargs)
 
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "MOBILE_MODEL_DIR",
+    "build_default_model",
+    "resolve_model",
     "DualSightConfig",
     "DualSightForImageClassification",
     "DualSightImageClassificationPipeline",

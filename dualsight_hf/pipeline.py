@@ -50,6 +50,41 @@ def authenticity_predictions(logits, config, top_k: int | None = None) -> list[d
     return _ranked(authenticity_probabilities(logits, config), config.id2label, top_k)
 
 
+def decision_threshold(config) -> float:
+    """The class-1 probability at or above which a two-class model answers class 1: `config.decision_threshold`,
+    0.5 when unset. The one place that default lives."""
+    return getattr(config, "decision_threshold", None) or 0.5
+
+
+def decided_classes(probabilities, config) -> np.ndarray:
+    """
+    The class each row of calibrated authenticity probabilities is decided as, by the rule of
+    [`authenticity_decision`] without its uncertain band: class 1 when its probability reaches
+    [`decision_threshold`] (two classes), else the most likely class.
+
+    Args:
+        probabilities (`np.ndarray` of shape `(n, num_labels)`)
+        config ([`DualSightConfig`])
+
+    Returns:
+        `np.ndarray` of shape `(n,)`: class ids.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from dualsight_hf import DualSightConfig
+    >>> from dualsight_hf.pipeline import decided_classes
+    >>> decided_classes(np.array([[0.6, 0.4], [0.2, 0.8]]), DualSightConfig(decision_threshold=0.3)).tolist()
+    [1, 1]
+    ```
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[-1] != 2:
+        return probabilities.argmax(-1)
+    return (probabilities[..., 1] >= decision_threshold(config)).astype(int)
+
+
 def authenticity_decision(logits, config, uncertain_band: float | None = None) -> tuple[str, float]:
     """
     The authenticity decision for one image and the probability it rests on.
@@ -65,7 +100,7 @@ def authenticity_decision(logits, config, uncertain_band: float | None = None) -
     if len(probabilities) != 2:
         best = int(probabilities.argmax())
         return config.id2label[best], float(probabilities[best])
-    threshold = getattr(config, "decision_threshold", None) or 0.5
+    threshold = decision_threshold(config)
     band = getattr(config, "uncertain_band", 0.0) if uncertain_band is None else uncertain_band
     positive = float(probabilities[1])
     if band > 0 and abs(positive - threshold) < band:

@@ -27,20 +27,22 @@ def compare_precisions(model_dir, examples, reduced: str = "bfloat16", batch_siz
     """
     from .evaluation import collect_logits
     from .metrics import softmax
+    from .pipeline import decided_classes
     from .predict import Predictor
 
     labels = np.asarray(examples.with_format(None)["label"])
-    scores = {}
+    probabilities = {}
     for dtype in ("float32", reduced):
         predictor = Predictor(str(model_dir), batch_size=batch_size, dtype=dtype, num_workers=0,
                               calibration=calibration if dtype == "int8" else None)
         logits = collect_logits(predictor, examples, description=dtype)
-        scores[dtype] = softmax(logits / predictor.model.config.temperature)[:, 1]
-        threshold = predictor.model.config.decision_threshold or 0.5
-    full, low = scores["float32"], scores[reduced]
-    aurocs = {dtype: float(roc_auc_score(labels, s)) for dtype, s in scores.items()}
+        probabilities[dtype] = softmax(logits / predictor.model.config.temperature)
+    config = predictor.model.config
+    full, low = probabilities["float32"][:, 1], probabilities[reduced][:, 1]
+    aurocs = {dtype: float(roc_auc_score(labels, p[:, 1])) for dtype, p in probabilities.items()}
     return {
-        "agreement": float(((full >= threshold) == (low >= threshold)).mean()),
+        "agreement": float((decided_classes(probabilities["float32"], config)
+                            == decided_classes(probabilities[reduced], config)).mean()),
         **{f"auroc_{dtype}": value for dtype, value in aurocs.items()},
         "auroc_difference": abs(aurocs["float32"] - aurocs[reduced]),
         "max_probability_difference": float(np.abs(full - low).max()),
@@ -54,18 +56,54 @@ def reduced_precision_is_safe(comparison: dict) -> bool:
         comparison["auroc_difference"] <= MAX_AUROC_DIFFERENCE
 
 
-def choose_inference_dtype(model_dir, examples) -> dict:
+def scoring_speed(model_dir, images: list, dtype: str, repeats: int = 2) -> float:
     """
-    Measure bfloat16 against float32 on `examples` (a validation split) and store the model's `inference_dtype`:
-    `None` (bfloat16 where fast) when it does not change the answers, `"float32"` when it does.
+    Images per second of `Predictor.score` (the forward and both heads, not the decoding) in `dtype` on this
+    machine, after one warm-up call.
+
+    Args:
+        model_dir (`str`): the model folder.
+        images (`list`): images or paths, scored as one batch.
+        dtype (`str`): `"float32"` or `"bfloat16"`.
+        repeats (`int`, *optional*, defaults to 2): timed calls.
+    """
+    import time
+
+    from .predict import Predictor
+
+    predictor = Predictor(str(model_dir), batch_size=len(images), dtype=dtype, num_workers=0, evidence="pixels")
+    prepared = [predictor.prepare(image) for image in images]
+    predictor.score(prepared)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        predictor.score(prepared)
+    return repeats * len(images) / (time.perf_counter() - began)
+
+
+def choose_inference_dtype(model_dir, examples, speed_images: int = 16) -> dict:
+    """
+    Choose and store the model's `inference_dtype`, the precision `--dtype auto` uses: `None` (bfloat16 where the
+    hardware has it) only when bfloat16 is faster than float32 on this machine and, measured on `examples` (a
+    validation split), does not change the answers; else `"float32"`.
+
+    Speed is measured first, on `speed_images` of the examples: where bfloat16 is not faster (as for ViT backbones
+    on CPUs with AVX512-BF16 but no AMX, where autocast is several times slower), its answers are not measured.
 
     Returns:
-        `dict`: the comparison and the choice.
+        `dict`: the speeds (`images_per_second`), the comparison (see [`compare_precisions`]) where it was measured,
+        and the choice (`inference_dtype`).
     """
     from .configuration import DualSightConfig
+    from .machine import describe_machine, machine_line
 
-    comparison = compare_precisions(model_dir, examples)
+    images = examples.with_format(None).select(range(min(speed_images, len(examples))))["image"]
+    speeds = {dtype: scoring_speed(model_dir, images, dtype) for dtype in ("float32", "bfloat16")}
+    measured = {"images_per_second": speeds, "speed_machine": machine_line(describe_machine())}
     config = DualSightConfig.from_pretrained(model_dir)
-    config.inference_dtype = None if reduced_precision_is_safe(comparison) else "float32"
+    if speeds["bfloat16"] <= speeds["float32"]:
+        config.inference_dtype = "float32"
+    else:
+        measured.update(compare_precisions(model_dir, examples))
+        config.inference_dtype = None if reduced_precision_is_safe(measured) else "float32"
     config.save_pretrained(model_dir)
-    return {**comparison, "inference_dtype": config.inference_dtype or "bfloat16 where fast"}
+    return {**measured, "inference_dtype": config.inference_dtype or "bfloat16 where fast"}

@@ -207,7 +207,7 @@ class Predictor:
 
     ```python
     >>> from dualsight_hf.predict import Predictor
-    >>> predictor = Predictor()  # the shipped default model
+    >>> predictor = Predictor()  # the default model (or Predictor("mobile"), the bundled MobileNetV2 one)
     >>> results = predictor.predict_paths(["examples"])
     >>> results[0].path, results[0].label  # doctest: +SKIP
     ('examples/ai_generated/diffusion_000355.jpg', 'ai_generated')
@@ -218,9 +218,9 @@ class Predictor:
                  top_k: int = 3, object_threshold: float = 0.5, allow_pickle: bool = False,
                  num_workers: int | None = None, compile: bool = False, uncertain_band: float | None = None,
                  calibration: list | None = None, calibration_size: int = 64, evidence: str = "both"):
-        from . import DEFAULT_MODEL_DIR
+        from .default_model import resolve_model
 
-        model = str(model or DEFAULT_MODEL_DIR)
+        model = resolve_model(model)
         if evidence not in EVIDENCE:
             raise ValueError(f"evidence must be one of {', '.join(EVIDENCE)}, not {evidence!r}")
         self.evidence = evidence

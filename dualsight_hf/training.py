@@ -20,7 +20,7 @@ from transformers import (
 
 from .configuration import DEFAULT_AUTHENTICITY_LABELS, DualSightConfig
 from .data import AugmentationSettings, DataSourceError, ImageTransform, balancing_weights, collate, drop_unreadable, \
-    encode_labels, load_examples, split_examples
+    encode_labels, load_examples, split_examples, write_split_record
 from .loading import ModelLoadError, first_line, load_model
 from .machine import describe_machine
 from .metrics import DualSightMetrics, authenticity_metrics, grouped_authenticity_metrics, object_metrics
@@ -302,6 +302,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         (output_dir / "all_results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+        write_split_record(splits, results["recipe"]["data"], output_dir)
         plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
     return results
 

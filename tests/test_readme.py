@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, require_default_model
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
 
@@ -27,6 +27,8 @@ def test_python_example_runs_as_written(number, tmp_path):
     block = BLOCKS[number]
     if "../shared" in block and not SHARED.exists():
         pytest.skip(f"needs {SHARED} (the project's shared folder), absent in this clone")
+    if "load_pipeline()" in block or "DEFAULT_MODEL_DIR" in block:
+        require_default_model()
     script = tmp_path / "example.py"
     script.write_text(block)
     try:

@@ -10,7 +10,7 @@ pytest.importorskip("sqlalchemy", reason="the service needs the serve extra (fas
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import REPO, png_bytes as png  # noqa: E402
+from conftest import REPO, png_bytes as png, require_default_model  # noqa: E402
 from dualsight_hf.cli import main  # noqa: E402
 from dualsight_hf.serve import ServiceSettings, create_app  # noqa: E402
 
@@ -43,6 +43,7 @@ def key_file(tmp_path) -> Path:
 
 def test_answers_are_those_of_dualsight_predict(tmp_path, capsys):
     """The default model on the README's example images: the same labels, scores and objects as the CLI."""
+    require_default_model()
     examples = sorted(path for path in (REPO / "examples").rglob("*") if path.suffix in (".jpg", ".png"))
     assert main(["predict", *map(str, examples), "--format", "json"]) == 0
     expected = {Path(result["path"]).name: result for result in json.loads(capsys.readouterr().out)}

@@ -70,6 +70,22 @@ def test_split_caps_give_seeded_subsets(separable_folder, start_model, tmp_path)
                                   load_best_model_at_end=False))
     assert results["split_sizes"] == {"train": 10, "validation": 6, "test": 5}
     assert results["test"]["count"] == 5 and results["recipe"]["data"]["max_test_samples"] == 5
+    # the run records which examples it used: evaluation reads them back (the capped five), where recomputing the
+    # split from its settings would give all twelve
+    import dataclasses
+
+    from dualsight_hf import DualSightConfig
+    from dualsight_hf.data import example_keys
+    from dualsight_hf.evaluation import EvaluationData
+
+    record = json.loads((tmp_path / "out" / "split.json").read_text())
+    assert {name: len(keys) for name, keys in record["splits"].items()} == results["split_sizes"]
+    assert record["settings"]["max_test_samples"] == 5
+    data = EvaluationData.of_model(tmp_path / "out", "test")
+    config = DualSightConfig.from_pretrained(tmp_path / "out")
+    test = data.load(config)
+    assert data.split_record and example_keys(test) == record["splits"]["test"]
+    assert len(dataclasses.replace(data, split_record=None).load(config)) == 12
 
 
 def test_early_stopping_stops_when_the_metric_stalls(separable_folder, tmp_path):

@@ -151,6 +151,8 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from ..default_model import resolve_model
+        from ..pipeline import decision_threshold
         from ..predict import Predictor
 
         state = app.state
@@ -159,8 +161,8 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
             num_workers=0, allow_pickle=settings.allow_pickle, evidence=settings.evidence)
         config = state.predictor.model.config
         state.model = {"id": settings.model or "dualsight_hf default model",
-                       "revision": model_revision(str(settings.model or _default_model_dir()), config)}
-        state.threshold = float(getattr(config, "decision_threshold", None) or 0.5)
+                       "revision": model_revision(resolve_model(settings.model), config)}
+        state.threshold = float(decision_threshold(config))
         state.history = await run_in_threadpool(History, settings.database_url)
         state.batcher = MicroBatcher(state.predictor.score, settings.max_batch_size, settings.max_wait_ms,
                                      on_batch=metrics.batch_size.observe)
@@ -380,12 +382,6 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _default_model_dir():
-    from .. import DEFAULT_MODEL_DIR
-
-    return DEFAULT_MODEL_DIR
 
 
 def _version() -> str:

