@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from conftest import save_tiny_model
-from dualsight_hf.linear_heads import fit_logistic, has_linear_authenticity_head, set_authenticity_weights
+from dualsight_hf.linear_heads import (
+    authenticity_weights,
+    fit_logistic,
+    fit_logistic_near,
+    has_linear_authenticity_head,
+    set_authenticity_weights,
+)
 from dualsight_hf.loading import load_model
 
 
@@ -46,3 +52,23 @@ def test_the_model_head_gives_the_fitted_probabilities(tmp_path):
     assert np.allclose(probability, 1 / (1 + np.exp(-(x[:, :6] @ weight + bias))), atol=1e-5)
     mlp = load_model(str(save_tiny_model(tmp_path / "mlp", authenticity_head={"hidden_sizes": [8]})))
     assert not has_linear_authenticity_head(mlp)
+
+
+def test_the_refit_near_a_start_moves_from_it_as_the_data_ask_and_reads_back_from_the_model(tmp_path):
+    x, y = data()
+    free_weight, free_bias = fit_logistic(x, y, c=0.5)
+    start = -free_weight  # a head that ranks this data backwards
+    # a vanishing strength keeps the start; a large one reaches the unregularised fit's ranking
+    kept, kept_bias = fit_logistic_near(x, y, 1e-9, start, 0.3)
+    assert np.allclose(kept, start, atol=1e-6) and kept_bias == pytest.approx(0.3, abs=1e-6)
+    moved, moved_bias = fit_logistic_near(x, y, 100.0, start, 0.3)
+    accuracy = (((x @ moved + moved_bias) > 0) == y).mean()
+    assert accuracy >= (((x @ free_weight + free_bias) > 0) == y).mean() - 0.05
+    # with the start at zero the objective is fit_logistic's: the same head
+    zero, zero_bias = fit_logistic_near(x, y, 0.5, np.zeros(6), 0.0)
+    assert np.allclose(x @ zero + zero_bias, x @ free_weight + free_bias, atol=1e-2)  # scikit-learn stops at 1e-4
+    model = load_model(str(save_tiny_model(tmp_path / "model")))
+    width = model.classifier.in_features
+    set_authenticity_weights(model, np.arange(width, dtype=float), -1.5)
+    weight, bias = authenticity_weights(model)
+    assert np.allclose(weight, np.arange(width)) and bias == pytest.approx(-1.5)
