@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generalisation to generators a model never saw: leave-one-family-out training and evaluation.
 
-The recipe of the shipped default model (`recipes/mobile_model.yaml`, all shared sources) is trained once per
+The recipe of the mobile model (`recipes/mobile_model.yaml`, all shared sources) is trained once per
 (recipe variant, held-out generator family), each run with `--holdout_column source --holdout_value <its sources>`:
 training and model selection (the validation split) see only the other families, and the test split is the held-out
 family alone. The families are those of `../shared/data` (`FAMILIES`). The variants change what has a reason to

@@ -13,9 +13,9 @@ from .data import SPLIT_RECORD, as_list, drop_unreadable, encode_labels, load_ex
     select_recorded_split, split_examples
 from .degradations import degrade
 from .images import image_source, load_image
-from .pipeline import decided_classes, decision_threshold
 from .machine import machine_line
 from .metrics import authenticity_metrics, softmax
+from .pipeline import decided_classes, decision_threshold
 
 
 @dataclass

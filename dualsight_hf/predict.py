@@ -180,7 +180,8 @@ class Predictor:
     Scores images with both heads of a DualSight model, in batches, in reduced precision where it is fast.
 
     Args:
-        model (`str`, *optional*): model folder or Hub id; the shipped default model when `None`.
+        model (`str`, *optional*): a model folder, Hub id or "mobile"; the default model when `None` (see
+            `default_model.resolve_model`).
         batch_size (`int`, *optional*, defaults to 16): images per forward pass.
         dtype (`str`, *optional*, defaults to `"auto"`): `"auto"` (see `resolve_dtype`), `"float32"`, `"bfloat16"`,
             `"float16"`, or `"int8"` (static int8 quantization on the CPU, calibrated on `calibration`; see

@@ -43,7 +43,8 @@ class ServiceSettings:
     How `dualsight serve` runs.
 
     Args:
-        model (`str`, *optional*): model folder or Hub id; the shipped default model when `None`.
+        model (`str`, *optional*): a model folder, Hub id or "mobile"; the default model when `None` (see
+            `default_model.resolve_model`).
         database_url (`str`, *optional*, defaults to `"dualsight-history.sqlite3"`): where the history lives: a
             file path (SQLite) or a SQLAlchemy URL such as `postgresql://user@host/db`.
         api_key_file (`str`, *optional*): `CLIENT_ID:KEY` lines (see `keys.ApiKeys`); without it, no key is asked
