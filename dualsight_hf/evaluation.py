@@ -98,6 +98,12 @@ class EvaluationData:
         return cls(data, split, **settings, objects_file=objects, split_record=str(record) if use_record else None,
                    root=str(root))
 
+    def matches_record(self) -> bool:
+        """Whether this selection's split settings are those its `split_record` was made with (a copy with other
+        settings, e.g. `dataclasses.replace(data, holdout_value=...)`, recomputes its split instead)."""
+        recorded = json.loads(Path(self.split_record).read_text())["settings"]
+        return all(getattr(self, key) == recorded.get(key) for key in self.SPLIT_SETTINGS)
+
     def load(self, config):
         """The chosen examples, readable ones only, labels encoded for `config`."""
         table, _ = drop_unreadable(load_examples(self.data, self.dataset_split, self.image_column, self.label_column))
@@ -106,7 +112,7 @@ class EvaluationData:
         table = encode_labels(table, config)
         if self.split == "all":
             return table
-        if self.split_record:
+        if self.split_record and self.matches_record():
             return select_recorded_split(table, self.split_record, self.split, self.root)
         stratify = self.stratify_by if self.stratify_by in table.column_names else None
         return split_examples(table, self.validation_size, self.test_size, self.split_seed, stratify,

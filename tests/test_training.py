@@ -86,6 +86,9 @@ def test_split_caps_give_seeded_subsets(separable_folder, start_model, tmp_path)
     test = data.load(config)
     assert data.split_record and example_keys(test) == record["splits"]["test"]
     assert len(dataclasses.replace(data, split_record=None).load(config)) == 12
+    # a copy with other split settings (as a leave-one-out base is made) recomputes instead of reading the record
+    assert not dataclasses.replace(data, split_seed=7).matches_record()
+    assert len(dataclasses.replace(data, split_seed=7).load(config)) == 12
 
 
 def test_early_stopping_stops_when_the_metric_stalls(separable_folder, tmp_path):
