@@ -39,7 +39,8 @@ from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig, DualSightForImageCla
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.predict import PreprocessedInputs, Predictor, ResultWriter, iter_inputs
-from dualsight_hf.processing import image_processor_for_backbone, load_image_processor
+from dualsight_hf.image_processing import image_processor_for_backbone
+from dualsight_hf.processing import load_image_processor
 
 RESULTS = Path(__file__).with_name("results")
 

@@ -19,12 +19,12 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 
 from .configuration import DualSightConfig
 from .default_model import DEFAULT_MODEL_DIR, MOBILE_MODEL_DIR, build_default_model, resolve_model
-from .image_processing import DualSightImageProcessor
+from .image_processing import DualSightImageProcessor, image_processor_for_backbone, image_processor_for_model
 from .images import ImageLoadError, load_image
 from .loading import ModelLoadError, UnsafeWeightsError, load_model
 from .modeling import DualSightForImageClassification, DualSightImageClassifierOutput, DualSightPreTrainedModel
 from .pipeline import DualSightImageClassificationPipeline
-from .processing import image_processor_for_backbone, image_processor_for_model, load_image_processor
+from .processing import load_image_processor
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from transformers import ResNetConfig
 
 from .configuration import DualSightConfig
 from .modeling import DualSightForImageClassification
-from .processing import image_processor_for_backbone
+from .image_processing import image_processor_for_backbone
 
 #: The original's authenticity head: index 0 = "AI-Generated", 1 = "Real". DualSight orders them real, ai_generated.
 ORIGINAL_AUTHENTICITY_ORDER = ("ai_generated", "real")

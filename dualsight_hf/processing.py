@@ -1,5 +1,5 @@
-"""Image processors that fit a backbone (the stock transformers processors, PIL backend, no torchvision needed; made
-by `image_processing`, re-exported here), loading them, and the normalisation that prediction defers to the device."""
+"""Loading a model's image processor, and the normalisation that prediction defers to the device. The processors
+that fit a backbone are made by `image_processing`."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +8,6 @@ import torch
 from transformers import AutoImageProcessor
 from transformers.image_processing_utils import BaseImageProcessor
 
-from .image_processing import IMAGENET_MEAN, IMAGENET_STD, image_processor_for_backbone, image_processor_for_model
 
 @dataclass(frozen=True)
 class PixelNormalization:
@@ -30,7 +29,8 @@ class PixelNormalization:
     ```python
     >>> from PIL import Image
     >>> from transformers import MobileNetV2Config
-    >>> from dualsight_hf.processing import PixelNormalization, image_processor_for_backbone
+    >>> from dualsight_hf.image_processing import image_processor_for_backbone
+    >>> from dualsight_hf.processing import PixelNormalization
     >>> processor = image_processor_for_backbone(MobileNetV2Config())
     >>> normalization, deferred = PixelNormalization.split(processor)
     >>> geometry = processor(Image.new("RGB", (300, 200)), return_tensors="pt", **deferred)["pixel_values"]

@@ -10,7 +10,7 @@ from dualsight_hf import (
     DualSightForImageClassification,
     image_processor_for_backbone,
 )
-from dualsight_hf.processing import image_processor_for_model
+from dualsight_hf.image_processing import image_processor_for_model
 from dualsight_hf.testing_utils import (  # noqa: F401
     AI_SOURCE_TYPE,
     C2paSigner,

@@ -21,7 +21,7 @@ from dualsight_hf.data import (
     random_resized_crop,
     split_examples,
 )
-from dualsight_hf.processing import image_processor_for_backbone, image_processor_for_model
+from dualsight_hf.image_processing import image_processor_for_backbone, image_processor_for_model
 
 
 @pytest.fixture

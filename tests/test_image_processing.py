@@ -11,7 +11,7 @@ from transformers import AutoImageProcessor, MobileNetV2Config
 from conftest import random_image
 from dualsight_hf import DualSightConfig, DualSightImageProcessor, image_processor_for_backbone
 from dualsight_hf.image_processing import crop_positions, native_crops
-from dualsight_hf.processing import image_processor_for_model
+from dualsight_hf.image_processing import image_processor_for_model
 
 
 def coordinate_image(height: int, width: int) -> np.ndarray:

@@ -5,7 +5,8 @@ import torch
 
 from conftest import TINY_BACKBONES, random_image, tiny_config
 from dualsight_hf import image_processor_for_backbone
-from dualsight_hf.processing import PixelNormalization, image_processor_for_model
+from dualsight_hf.image_processing import image_processor_for_model
+from dualsight_hf.processing import PixelNormalization
 
 
 def processors():

@@ -135,7 +135,7 @@ def test_new_model_from_a_seed_config(separable_folder, tmp_path):
     """--config builds the model a config folder describes (here a tiny Reality-Check-like MLP head, frozen
     backbone) and trains only what it leaves trainable."""
     from conftest import tiny_config
-    from dualsight_hf.processing import image_processor_for_backbone
+    from dualsight_hf.image_processing import image_processor_for_backbone
 
     config = tiny_config(with_objects=False, freeze_backbone=True,
                          authenticity_head={"hidden_sizes": [12, 6], "activation": "relu"})
