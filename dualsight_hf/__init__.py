@@ -56,7 +56,8 @@ def load_pipeline(model=None, allow_pickle: bool = False, **kwargs) -> DualSight
     ```python
     >>> from dualsight_hf import load_pipeline
     >>> classifier = load_pipeline()  # the default model
-    >>> classifier("examples/fake/sd-1.jpg", head="both")  # doctest: +SKIP
+    >>> classifier("examples/ai_generated/diffusion_000355.jpg", head="both")["decision"]
+    'ai_generated'
     ```
     """
     if not isinstance(model, DualSightPreTrainedModel):

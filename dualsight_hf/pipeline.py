@@ -175,11 +175,14 @@ class DualSightImageClassificationPipeline(ImageClassificationPipeline):
 
     ```python
     >>> from dualsight_hf import load_default_pipeline
-    >>> classifier = load_default_pipeline()
-    >>> classifier("examples/real/chelsea.png")  # doctest: +SKIP
+    >>> classifier = load_default_pipeline()  # the default model
+    >>> classifier("examples/real/chelsea.png")
     [{'label': 'real', 'score': ...}, {'label': 'ai_generated', 'score': ...}]
-    >>> classifier("examples/real/chelsea.png", head="both")  # doctest: +SKIP
-    {'authenticity': [...], 'objects': [...], 'decision': 'real'}
+    >>> answer = classifier("examples/real/chelsea.png", head="both")
+    >>> sorted(answer)
+    ['authenticity', 'decided_by', 'decision', 'objects', 'provenance']
+    >>> answer["decision"], answer["decided_by"], [found["label"] for found in answer["objects"]]
+    ('real', 'pixels', ['cat'])
     ```
     """
 

@@ -210,7 +210,7 @@ class Predictor:
     >>> from dualsight_hf.predict import Predictor
     >>> predictor = Predictor()  # the default model (or Predictor("mobile"), the bundled MobileNetV2 one)
     >>> results = predictor.predict_paths(["examples"])
-    >>> results[0].path, results[0].label  # doctest: +SKIP
+    >>> results[0].path, results[0].label
     ('examples/ai_generated/diffusion_000355.jpg', 'ai_generated')
     ```
     """

@@ -139,8 +139,8 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
     >>> from dualsight_hf.serve import ServiceSettings, create_app
     >>> app = create_app(ServiceSettings(database_url=tempfile.mkdtemp() + "/history.sqlite3"))
     >>> with TestClient(app) as client:  # loads the default model, opens the history
-    ...     answer = client.post("/v1/predict", files={"file": open("examples/real/coffee.jpg", "rb")})
-    >>> answer.json()["results"][0]["label"]  # doctest: +SKIP
+    ...     answer = client.post("/v1/predict", files={"file": open("examples/real/coffee.png", "rb")})
+    >>> answer.json()["results"][0]["label"]
     'real'
     ```
     """
