@@ -14,6 +14,8 @@ and pools a small CNN's feature map into one vector per crop.
 import torch
 from torch import nn
 
+from .configuration import ARTIFACT_STREAM_DEFAULTS
+
 ARTIFACT_RESIDUALS = ("npr", "srm")
 
 # The three SRM kernels of Zhou et al. (2018), 5x5, each normalised by its own centre weight's scale.
@@ -108,7 +110,7 @@ class ArtifactEncoder(nn.Module):
     ```
     """
 
-    def __init__(self, residuals=ARTIFACT_RESIDUALS, channels=(16, 32, 64, 128)):
+    def __init__(self, residuals=ARTIFACT_RESIDUALS, channels=tuple(ARTIFACT_STREAM_DEFAULTS["channels"])):
         super().__init__()
         self.filters = ResidualFilters(residuals)
         layers, width = [], self.filters.out_channels

@@ -13,6 +13,8 @@ from transformers.image_transforms import to_pil_image
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 from transformers.processing_utils import ImagesKwargs
 
+from .configuration import ARTIFACT_STREAM_DEFAULTS
+
 
 def crop_positions(length: int, crop_size: int, count: int) -> list[int]:
     """
@@ -106,8 +108,9 @@ class DualSightImageProcessor(BaseImageProcessor):
     model_input_names = ["pixel_values", "artifact_values"]
     valid_kwargs = DualSightImageProcessorKwargs
 
-    def __init__(self, semantic_processor: dict | BaseImageProcessor | None = None, artifact_crop_size: int = 64,
-                 artifact_crops_per_side: int = 3, **kwargs):
+    def __init__(self, semantic_processor: dict | BaseImageProcessor | None = None,
+                 artifact_crop_size: int = ARTIFACT_STREAM_DEFAULTS["crop_size"],
+                 artifact_crops_per_side: int = ARTIFACT_STREAM_DEFAULTS["crops_per_side"], **kwargs):
         kwargs.pop("image_processor_type", None)
         super().__init__(**kwargs)
         if isinstance(semantic_processor, BaseImageProcessor):
