@@ -3,9 +3,10 @@
 
 The mobile model is quantized as `dualsight predict --dtype int8` does it (static int8, depthwise convolutions kept
 in float32), calibrated on 64 images of the training split, then compared with float32 on the validation and test
-splits (`precision.compare_precisions`): the share of decisions that stay the same and the AUROC of both. The result
-goes to `results/int8_agreement.json` (with the machine) and, with `--readme`, into the README's `int8-agreement`
-block.
+splits (`precision.compare_precisions`): the share of decisions that stay the same and the AUROC of both. The int8
+kernels differ between CPUs (AVX512-VNNI, AMX, ...), and so do the decisions int8 moves: the result goes to
+`results/int8_agreement-<machine>.json`, one file per machine, and, with `--readme`, into the README's
+`int8-agreement` block.
 
     python benchmarks/int8_agreement.py --readme README.md     # about 5 minutes on 2 CPU cores
 """
@@ -20,11 +21,11 @@ from dualsight_hf.images import image_source
 from dualsight_hf.evaluation import EvaluationData
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.images import load_image
-from dualsight_hf.machine import describe_machine, machine_line
+from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.precision import MAX_AUROC_DIFFERENCE, MIN_DECISION_AGREEMENT, compare_precisions, \
     reduced_precision_is_safe
 
-RESULTS = Path(__file__).with_name("results") / "int8_agreement.json"
+RESULTS = Path(__file__).with_name("results")
 REPO = Path(__file__).resolve().parents[1]
 CALIBRATION_IMAGES = 64
 
@@ -52,6 +53,11 @@ def measure(splits_to_compare=("validation", "test")) -> dict:
     return report
 
 
+def results_path(machine: dict) -> Path:
+    """Where the record of `machine` goes."""
+    return RESULTS / f"int8_agreement-{machine_slug(machine)}.json"
+
+
 def markdown(report: dict) -> str:
     lines = [f"Measured by `benchmarks/int8_agreement.py` on {machine_line(report['machine'])} ({report['date']}): "
              f"the mobile model in int8 (calibrated on {report['calibration_images']} training images) against "
@@ -68,12 +74,13 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="default: results/int8_agreement-<machine>.json")
     parser.add_argument("--readme", default=None, help="also write the table into this README's int8-agreement block")
     args = parser.parse_args()
     report = measure()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    out = args.out or results_path(report["machine"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
     print(markdown(report))
     if args.readme:
         write_marked_block(args.readme, "int8-agreement", markdown(report))

@@ -96,20 +96,26 @@ def test_artifact_stream_models_quantize(tmp_path, calibration_images):
     assert [r.path.endswith("broken.jpg") for r in results if r.error] == [True]
 
 
-def test_the_readme_reports_what_int8_does_to_the_default_model():
+def test_the_readme_reports_what_int8_does_to_the_mobile_model():
     """Re-measure int8 against float32 on the shared validation images as `benchmarks/int8_agreement.py` does
-    (64 training images calibrate it) and check the recorded results, which the README's table is made from."""
+    (64 training images calibrate it) and check it against this machine's record, where there is one (the int8
+    kernels differ between CPUs, and so do the decisions they move); the README's table is one of the records."""
+    from dualsight_hf.machine import describe_machine
+
     benchmark = load_benchmark("int8_agreement")
     shared_path("data")
     measured = benchmark.measure(splits_to_compare=("validation",))["splits"]["validation"]
-    recorded = json.loads(benchmark.RESULTS.read_text())
-    # the int8 kernels differ a little between CPUs (VNNI, AMX): a few decisions of 518 may move
-    assert measured["agreement"] == pytest.approx(recorded["splits"]["validation"]["agreement"], abs=0.01)
-    assert measured["auroc_int8"] == pytest.approx(recorded["splits"]["validation"]["auroc_int8"], abs=0.003)
-    # int8 follows float32 (the retrained default model keeps 87% of its decisions; a broken calibration falls towards
-    # the 50% of chance)
-    assert measured["agreement"] > 0.8, measured
-    assert benchmark.markdown(recorded) in (REPO / "README.md").read_text()
+    # int8 follows float32 (a broken calibration falls towards the 50% of chance)
+    assert measured["agreement"] > 0.8 and measured["auroc_int8"] > 0.8, measured
+    records = {path: json.loads(path.read_text()) for path in benchmark.RESULTS.glob("int8_agreement-*.json")}
+    assert records, "no recorded int8 measurement: run make int8-agreement"
+    here = benchmark.results_path(describe_machine())
+    if here in records:
+        recorded = records[here]["splits"]["validation"]
+        assert measured["agreement"] == pytest.approx(recorded["agreement"], abs=0.01)
+        assert measured["auroc_int8"] == pytest.approx(recorded["auroc_int8"], abs=0.003)
+    readme = (REPO / "README.md").read_text()
+    assert any(benchmark.markdown(record) in readme for record in records.values())
 
 
 def test_check_precision_command_reports_int8_agreement(tiny_model_dir, calibration_images, tmp_path, capsys):
