@@ -2,8 +2,8 @@
 """How long a newcomer waits: `dualsight predict` on one image from a cold command to its result, and `dualsight
 evaluate --quick` on the mobile model's test split, each in a fresh process, on this machine.
 
-- start-up: `dualsight predict examples/real/chelsea.png --model mobile` run `--repeats` times; the
-  median wall time from starting the command to its exit (the result is printed just before), and, for the same
+- start-up: `dualsight predict examples/real/chelsea.png --model M`, for the default and the mobile model, each run
+  `--repeats` times; the median wall time from starting the command to its exit (the result is printed just before), and, for the same
   Python, the time of `import dualsight_hf.cli` alone and that of `import transformers.modeling_utils` alone (the
   floor: what importing any transformers model costs here). Whether torchao is installed is recorded: transformers imports
   it whenever it is (the `int8` and `test` extras), which adds to every start.
@@ -34,6 +34,8 @@ from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
 DUALSIGHT = [sys.executable, "-m", "dualsight_hf.cli"]
+#: the models `dualsight predict` is timed with: the default model (built by `dualsight build-model`) and the mobile one
+MODELS = {"default": "the default model (CLIP ViT-B/16)", "mobile": "the mobile model (MobileNetV2)"}
 
 
 def wall_time(command: list[str]) -> float:
@@ -44,11 +46,13 @@ def wall_time(command: list[str]) -> float:
 
 
 def measure_startup(repeats: int) -> dict:
-    predict = [wall_time(DUALSIGHT + ["predict", "examples/real/chelsea.png", "--model", "mobile"]) for _ in range(repeats)]
+    predict = {model: [wall_time(DUALSIGHT + ["predict", "examples/real/chelsea.png", "--model", model])
+                       for _ in range(repeats)] for model in MODELS}
     imports = [wall_time([sys.executable, "-c", "import dualsight_hf.cli"]) for _ in range(repeats)]
     # the floor no DualSight change can lower: what any transformers model costs to import on this machine
     floor = [wall_time([sys.executable, "-c", "import transformers.modeling_utils"]) for _ in range(repeats)]
-    return {"predict_one_image_seconds": statistics.median(predict), "import_seconds": statistics.median(imports),
+    return {"predict_one_image_seconds": {model: statistics.median(runs) for model, runs in predict.items()},
+            "import_seconds": statistics.median(imports),
             "transformers_modeling_import_seconds": statistics.median(floor),
             "runs": {"predict": predict, "import": imports, "transformers_modeling_import": floor},
             "torchao_installed": importlib.util.find_spec("torchao") is not None}
@@ -73,8 +77,9 @@ def markdown(report: dict) -> str:
     lines = [f"Measured by `benchmarks/startup.py` on {machine_line(report['machine'])} ({report['date']}, commit "
              f"`{report['commit']}`), each command in a fresh process:\n",
              "| what | wall time |", "|---|---|",
-             f"| `dualsight predict` on one image, command to result (median of {len(startup['runs']['predict'])}) | "
-             f"{startup['predict_one_image_seconds']:.1f} s |",
+             *(f"| `dualsight predict --model {model}` on one image, {MODELS[model]}, command to result (median of "
+               f"{len(runs)}) | {startup['predict_one_image_seconds'][model]:.1f} s |"
+               for model, runs in startup["runs"]["predict"].items()),
              f"| of which `import dualsight_hf.cli` alone | {startup['import_seconds']:.1f} s |",
              f"| `import transformers.modeling_utils` alone, which every transformers model needs (torch, "
              f"torch._dynamo, torch.distributed.tensor) | {startup['transformers_modeling_import_seconds']:.1f} s |"]
