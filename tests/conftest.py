@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random models (no downloads), test images made on the fly, and ../shared when present."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,6 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
 
     def remove(self) -> None:
-        import shutil
 
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -146,7 +146,6 @@ class PostgresServer:
 
 def postgres_bin_dir() -> Path | None:
     """The folder of `initdb` and `pg_ctl`: on PATH, or Debian's /usr/lib/postgresql/VERSION/bin."""
-    import shutil
 
     found = shutil.which("initdb")
     if found:
@@ -228,3 +227,40 @@ def run_without_package(model_id: str, image_path: str, env: dict | None = None)
                             text=True, env={**os.environ, **(env or {})}, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def reference(model_dir, image_path):
+    """The installed package's raw outputs and `head="both"` answer for one image: what remote code must match."""
+    import torch
+
+    from dualsight_hf import load_image, load_pipeline
+
+    classifier = load_pipeline(model_dir)
+    inputs = classifier.image_processor(load_image(image_path), return_tensors="pt")
+    with torch.no_grad():
+        out = classifier.model(**inputs)
+    return out, classifier(str(image_path), head="both", object_threshold=0.0)
+
+
+def assert_same(remote: dict, model_dir, image_path):
+    """`remote` (from [`run_without_package`]) came from the folder's remote code and equals the package's answer."""
+    import torch
+
+    out, both = reference(model_dir, image_path)
+    assert remote["model_class"] == "DualSightForImageClassification"
+    assert remote["config_class"].startswith("transformers_modules")
+    assert remote["pipeline_class"] == "DualSightImageClassificationPipeline"
+    torch.testing.assert_close(torch.tensor(remote["logits"]), out.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(remote["object_logits"]), out.object_logits, atol=1e-5, rtol=1e-5)
+    assert [r["label"] for r in remote["both"]["authenticity"]] == [r["label"] for r in both["authenticity"]]
+    assert [r["label"] for r in remote["both"]["objects"]] == [r["label"] for r in both["objects"]]
+
+
+def lay_out_as_hub_download(model_dir, hf_home, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567"):
+    """Copy a model folder into a Hugging Face cache exactly as `snapshot_download` leaves it."""
+    repo_cache = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_cache / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot)
+    (repo_cache / "refs").mkdir(parents=True)
+    (repo_cache / "refs" / "main").write_text(commit)
+    return snapshot

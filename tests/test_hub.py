@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
-from conftest import save_tiny_model
+from conftest import assert_same, lay_out_as_hub_download, run_without_package, save_tiny_model
 from dualsight_hf.cli import main
 from dualsight_hf.hub import build_model_card, push_model, stage_repo_folder
 from dualsight_hf.metrics import authenticity_metrics, grouped_authenticity_metrics
-from test_remote_code import assert_same, lay_out_as_hub_download, run_without_package
 
 
 @pytest.fixture(scope="module")

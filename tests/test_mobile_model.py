@@ -77,9 +77,8 @@ def test_the_repository_holds_no_code_copies_and_the_staged_folder_runs_as_remot
     """The mobile model's folder holds no copies of the package's modules: the folder `dualsight push` stages gets
     the code files from `save_pretrained` (those `remote_code_files` names, as any saved model does), and loads by
     remote code where `dualsight_hf` cannot be imported, with the package's answers."""
-    from conftest import run_without_package, save_tiny_model
+    from conftest import assert_same, run_without_package, save_tiny_model
     from dualsight_hf.hub import remote_code_files, stage_repo_folder
-    from test_remote_code import assert_same
 
     assert not list(MOBILE_MODEL_DIR.glob("*.py"))
     assert sorted(path.name for path in save_tiny_model(tmp_path / "saved").glob("*.py")) == remote_code_files()

@@ -2,31 +2,8 @@
 repo id from a Hugging Face cache laid out as a download, offline, with the same outputs as the installed package."""
 
 import json
-import shutil
 
-import torch
-
-from conftest import run_without_package, save_tiny_model
-from dualsight_hf import load_image, load_pipeline
-
-def reference(model_dir, image_path):
-    classifier = load_pipeline(model_dir)
-    inputs = classifier.image_processor(load_image(image_path), return_tensors="pt")
-    with torch.no_grad():
-        out = classifier.model(**inputs)
-    return out, classifier(str(image_path), head="both", object_threshold=0.0)
-
-
-def assert_same(remote: dict, model_dir, image_path):
-    out, both = reference(model_dir, image_path)
-    assert remote["model_class"] == "DualSightForImageClassification"
-    assert remote["config_class"].startswith("transformers_modules")
-    assert remote["pipeline_class"] == "DualSightImageClassificationPipeline"
-    torch.testing.assert_close(torch.tensor(remote["logits"]), out.logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.tensor(remote["object_logits"]), out.object_logits, atol=1e-5, rtol=1e-5)
-    assert [r["label"] for r in remote["both"]["authenticity"]] == [r["label"] for r in both["authenticity"]]
-    assert [r["label"] for r in remote["both"]["objects"]] == [r["label"] for r in both["objects"]]
-
+from conftest import assert_same, lay_out_as_hub_download, run_without_package, save_tiny_model
 
 def test_saved_folder_loads_with_remote_code(tiny_model_dir, image_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
@@ -36,16 +13,6 @@ def test_saved_folder_loads_with_remote_code(tiny_model_dir, image_dir):
         "pipeline.DualSightImageClassificationPipeline"
     image = str(image_dir / "a.jpg")
     assert_same(run_without_package(str(tiny_model_dir), image), tiny_model_dir, image)
-
-
-def lay_out_as_hub_download(model_dir, hf_home, repo_id: str, commit: str = "0123456789abcdef0123456789abcdef01234567"):
-    """Copy a model folder into a Hugging Face cache exactly as `snapshot_download` leaves it."""
-    repo_cache = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo_cache / "snapshots" / commit
-    shutil.copytree(model_dir, snapshot)
-    (repo_cache / "refs").mkdir(parents=True)
-    (repo_cache / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 def test_loads_by_repo_id_from_an_offline_hub_cache(tiny_model_dir, image_dir, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from conftest import REPO, random_image
+from conftest import REPO, assert_same, random_image, run_without_package
 from dualsight_hf import (
     DualSightConfig,
     DualSightForImageClassification,
@@ -15,7 +15,6 @@ from dualsight_hf import (
     load_image_processor,
     load_pipeline,
 )
-from test_remote_code import assert_same, run_without_package
 
 SEED_CONFIGS = sorted(p.name for p in (REPO / "configs").iterdir() if (p / "config.json").exists())
 TINY_WIDTHS = {
