@@ -41,8 +41,11 @@ MODELS = {"default": "the default model (CLIP ViT-B/16)", "mobile": "the mobile 
 def wall_time(command: list[str]) -> float:
     """Seconds from starting `command` (in the repository's folder) to its exit; it must succeed."""
     started = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-    return time.perf_counter() - started
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode:  # e.g. the default model is not built: say what the command said
+        raise SystemExit(f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}")
+    return seconds
 
 
 def measure_startup(repeats: int) -> dict:

@@ -80,7 +80,7 @@ class DualSightImageProcessor(BaseImageProcessor):
     Args:
         semantic_processor (`dict` or `BaseImageProcessor`, *optional*):
             The stock transformers processor of the semantic backbone, or its `to_dict()` (with its
-            `image_processor_type`). Defaults to the ResNet processor of [`processing.image_processor_for_backbone`].
+            `image_processor_type`). Defaults to the ResNet processor of [`image_processor_for_backbone`].
         artifact_crop_size (`int`, *optional*, defaults to 64): side of a native-resolution crop.
         artifact_crops_per_side (`int`, *optional*, defaults to 3): the test-time crop grid is
             `artifact_crops_per_side` x `artifact_crops_per_side`.

@@ -161,7 +161,7 @@ def shared_split(name: str):
         DualSightConfig.from_pretrained(MOBILE_MODEL_DIR))
 
 
-def test_auto_precision_follows_the_models_recorded_choice():
+def test_auto_precision_follows_the_models_recorded_choice(monkeypatch):
     """`--dtype auto` takes the precision the model recorded (`inference_dtype`, measured by
     `precision.choose_inference_dtype`), falls back to the machine's rule where it recorded none, and an explicit
     `--dtype` wins over both."""
@@ -171,11 +171,16 @@ def test_auto_precision_follows_the_models_recorded_choice():
     from dualsight_hf.predict import resolve_dtype
 
     cpu = torch.device("cpu")
-    bf16_capable = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert resolve_dtype("auto", cpu, "bfloat16") is torch.bfloat16
     assert resolve_dtype("auto", cpu, "float32") is torch.float32
-    assert resolve_dtype("auto", cpu, None) is (torch.bfloat16 if bf16_capable else torch.float32)
     assert resolve_dtype("float32", cpu, "bfloat16") is torch.float32
+    for avx512_bf16, amx, expected in ((False, False, torch.float32), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert resolve_dtype("auto", cpu, None) is expected, (avx512_bf16, amx)
+        assert resolve_dtype("auto", cpu, "float32") is torch.float32  # a recorded choice wins on any CPU
+    monkeypatch.undo()
     assert Predictor(str(MOBILE_MODEL_DIR)).dtype is torch.float32  # its record: bfloat16 changed its answers
 
 
