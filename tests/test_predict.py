@@ -230,7 +230,7 @@ def test_predict_carries_the_artifact_input(artifact_model_dir, many_images):
 
 
 @pytest.mark.parametrize("which", ["mobile", "artifact", "artifact-max"])
-def test_onnx_export_matches_pytorch(tmp_path, which, artifact_model_dir):
+def test_onnx_export_matches_pytorch(tmp_path, which, artifact_model_dir, capfd):
     ort = pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime: pip install dualsight-hf[export]")
     from dualsight_hf import MOBILE_MODEL_DIR, load_image_processor, load_model
 
@@ -238,7 +238,10 @@ def test_onnx_export_matches_pytorch(tmp_path, which, artifact_model_dir):
     if which == "artifact-max":
         model_dir = str(save_tiny_model(tmp_path / "max", artifact_stream={"crop_size": 16, "crops_per_side": 2,
                                                                           "crop_aggregation": "max"}))
+    capfd.readouterr()
     assert main(["export", "--model", model_dir, "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
+    printed = capfd.readouterr()  # the exporter's own TracerWarnings and logs stay behind --verbose
+    assert len(printed.err.strip().splitlines()) == 1 and "model.onnx" in printed.err and not printed.out, printed
     session = ort.InferenceSession(str(tmp_path / "model.onnx"))
     processor = load_image_processor(model_dir)
     images = [random_image(300, 200, seed=i) for i in range(3)]
