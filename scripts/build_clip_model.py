@@ -44,6 +44,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -154,12 +155,11 @@ def autoencoder():
 def view_image(key: str):
     """The image a feature-cache key stands for: the file, its degraded copy drawn from a generator seeded with the
     key (the same copy on every run), or its round trip through the autoencoder at the tower's input size."""
-    path, _, kind = key.partition("#")
+    path, aligned, view = re.fullmatch(r"(.*?)(#aligned)?(#view\d+)?", key, flags=re.DOTALL).groups()
     image = load_image(path)
-    if kind.startswith("aligned"):
+    if aligned:
         image = autoencoder().reconstruct(image, size=IMAGE_SIZE)
-        kind = kind.removeprefix("aligned")
-    return augment(image, DEGRADED_VIEW, random.Random(key)) if kind else image
+    return augment(image, DEGRADED_VIEW, random.Random(key)) if view else image
 
 
 def feature_keys_for(paths: list[str], labels: list[int], recipes) -> list[str]:

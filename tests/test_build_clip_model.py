@@ -80,7 +80,7 @@ def test_degraded_copies_are_drawn_once_per_key_and_share_their_image_labels(tmp
     from PIL import Image
 
     pixels = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    path = str(tmp_path / "photo.png")
+    path = str(tmp_path / "photo#view1.png")  # a '#' in a file name is part of the path, not a key suffix
     Image.fromarray(pixels).save(path)
     assert build.view_key(path, 0) == path
     assert np.array_equal(np.asarray(build.view_image(path)), pixels)  # view 0 is the file itself
