@@ -152,10 +152,16 @@ def autoencoder():
     return TinyAutoencoder.from_folder(AUTOENCODER)
 
 
+def view_key_parts(key: str) -> tuple[str, str | None, str | None]:
+    """A feature-cache key's path and its `#aligned` and `#viewN` suffixes (`None` where absent), read from its end,
+    so that a '#' inside a file name stays part of the path."""
+    return re.fullmatch(r"(.*?)(#aligned)?(#view\d+)?", key, flags=re.DOTALL).groups()
+
+
 def view_image(key: str):
     """The image a feature-cache key stands for: the file, its degraded copy drawn from a generator seeded with the
     key (the same copy on every run), or its round trip through the autoencoder at the tower's input size."""
-    path, aligned, view = re.fullmatch(r"(.*?)(#aligned)?(#view\d+)?", key, flags=re.DOTALL).groups()
+    path, aligned, view = view_key_parts(key)
     image = load_image(path)
     if aligned:
         image = autoencoder().reconstruct(image, size=IMAGE_SIZE)
@@ -199,20 +205,38 @@ def image_processor():
                                  image_std=CLIP_STD.ravel().tolist())
 
 
-def read_feature_cache(cache: Path) -> dict[str, np.ndarray]:
+def derived_image_settings() -> dict:
+    """What the degraded copies and aligned pairs depend on besides their image: `DEGRADED_VIEW`, the autoencoder's
+    weights (sha256) and the size it works at. A feature cache records them."""
+    weights = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(AUTOENCODER.glob("*.pth"))}
+    return {"degraded_view": dataclasses.asdict(DEGRADED_VIEW), "autoencoder": weights, "image_size": IMAGE_SIZE}
+
+
+def read_feature_cache(cache: Path, settings: dict | None = None) -> dict[str, np.ndarray]:
     """`{path: feature}` of a feature cache (`paths` and one array per block, concatenated in `FEATURE_LAYERS`
-    order)."""
+    order). With `settings` (see [`derived_image_settings`]), the features of degraded copies and aligned pairs made
+    with other settings than these (or with unrecorded ones) are left out, so that they are made again."""
     with np.load(cache, allow_pickle=False) as stored:
         blocks = np.concatenate([stored[key] for key in feature_keys()], axis=1)
-        return dict(zip(stored["paths"].tolist(), blocks))
+        features = dict(zip(stored["paths"].tolist(), blocks))
+        recorded = json.loads(str(stored["settings"])) if "settings" in stored.files else None
+    if settings is not None and recorded != json.loads(json.dumps(settings)):
+        stale = frozenset(key for key in features if view_key_parts(key)[1:] != (None, None))
+        if stale:
+            print(f"{cache}: {len(stale)} features of degraded copies and aligned pairs were made with other "
+                  "settings: making them again", file=sys.stderr)
+        features = {key: value for key, value in features.items() if key not in stale}
+    return features
 
 
 def extract_features(model, processor, keys: list[str], cache: Path,
                      batch_size: int = 16) -> tuple[dict[str, np.ndarray], int]:
     """`{key: feature}` for every key (an image or a degraded copy, see [`view_key`]), computed by
     `model.semantic_features` and cached in `cache` (written every few batches, so an interrupted run resumes), and how
-    many of them this call computed."""
-    done = read_feature_cache(cache) if cache.exists() else {}
+    many of them this call computed. The cache records `derived_image_settings()`; features of degraded copies and
+    aligned pairs made with other settings are made again."""
+    settings = derived_image_settings()
+    done = read_feature_cache(cache, settings) if cache.exists() else {}
     todo = [key for key in dict.fromkeys(keys) if key not in done]
 
     def save():
@@ -220,8 +244,8 @@ def extract_features(model, processor, keys: list[str], cache: Path,
         stacked = np.stack([done[path] for path in order])
         width = stacked.shape[1] // len(FEATURE_LAYERS)
         partial = cache.with_suffix(".partial.npz")  # replaced in one step: an interrupted write keeps the old cache
-        np.savez(partial, paths=np.array(order), **{key: stacked[:, i * width:(i + 1) * width]
-                                                    for i, key in enumerate(feature_keys())})
+        np.savez(partial, paths=np.array(order), settings=np.array(json.dumps(settings)),
+                 **{key: stacked[:, i * width:(i + 1) * width] for i, key in enumerate(feature_keys())})
         partial.replace(cache)
 
     for step, start in enumerate(tqdm(range(0, len(todo), batch_size), desc="CLIP features", unit="batch")):

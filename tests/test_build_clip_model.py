@@ -130,6 +130,23 @@ def test_aligned_pairs_are_the_real_rows_round_trips_labelled_ai_generated(tmp_p
     assert degraded.size != round_trip.size or not np.array_equal(np.asarray(degraded), np.asarray(round_trip))
 
 
+def test_a_feature_cache_drops_copies_and_pairs_made_with_other_settings(tmp_path, capsys):
+    """Changing `DEGRADED_VIEW` or the autoencoder must not reuse their old features: a cache records the settings,
+    and features of degraded copies and aligned pairs made with others (or unrecorded ones) are made again; those of
+    the images themselves are kept."""
+    keys = ["a.png", "a#b.png", "a.png#view1", "a.png#aligned", "a.png#aligned#view1"]
+    blocks = {key: np.full((len(keys), 2), float(i)) for i, key in enumerate(build.feature_keys())}
+    settings = {"degraded_view": {"jpeg_p": 0.6}, "autoencoder": {"x.pth": "ab"}, "image_size": 224}
+    np.savez(tmp_path / "same.npz", paths=np.array(keys), settings=np.array(json.dumps(settings)), **blocks)
+    np.savez(tmp_path / "unrecorded.npz", paths=np.array(keys), **blocks)
+    assert list(build.read_feature_cache(tmp_path / "same.npz", settings)) == keys
+    other = {**settings, "degraded_view": {"jpeg_p": 0.5}}
+    assert list(build.read_feature_cache(tmp_path / "same.npz", other)) == ["a.png", "a#b.png"]
+    assert "3 features of degraded copies and aligned pairs" in capsys.readouterr().err
+    assert list(build.read_feature_cache(tmp_path / "unrecorded.npz", settings)) == ["a.png", "a#b.png"]
+    assert list(build.read_feature_cache(tmp_path / "unrecorded.npz")) == keys  # no settings asked: all of it
+
+
 def test_training_images_candidates_parse_and_name_themselves():
     assert build.TrainingImages.parse("1+aligned") == build.TrainingImages(1, True)
     assert build.TrainingImages.parse(" 0") == build.TrainingImages()
