@@ -147,6 +147,29 @@ def test_a_feature_cache_drops_copies_and_pairs_made_with_other_settings(tmp_pat
     assert list(build.read_feature_cache(tmp_path / "unrecorded.npz")) == keys  # no settings asked: all of it
 
 
+def test_the_shortcut_gap_sees_a_head_that_keys_on_compression(tmp_path):
+    """A head that reads only "how compressed" scores the two arrangements of the shortcut check very differently;
+    one that reads the label's own signal scores them alike. The treated images are what `view_image` makes."""
+    from datasets import Dataset
+    from PIL import Image
+
+    paths = [str(tmp_path / f"{i}#x.png") for i in range(4)]
+    for i, path in enumerate(paths):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    small = build.view_image(build.treatment_key(paths[0], "small, JPEG 60"))
+    assert small.size == (32, 32) and build.view_key_parts(build.treatment_key(paths[0], "small, JPEG 60"))[0] == \
+        paths[0]
+    assert build.view_image(build.treatment_key(paths[0], "native size, JPEG 95")).size == (64, 64)
+    table = Dataset.from_dict({"image": paths, "label": [0, 1, 0, 1], "source": ["a"] * 4})
+    # feature 0: 1 for the small JPEG 60 treatment; feature 1: the label
+    features = {build.treatment_key(path, treatment): np.array([float(treatment.startswith("small")), float(label)])
+                for path, label in zip(paths, [0, 1, 0, 1]) for treatment in build.SHORTCUT_TREATMENTS}
+    keys_on_compression = build.LinearFit(np.array([1.0, 0.0]), -0.5, {})
+    reads_the_label = build.LinearFit(np.array([0.0, 1.0]), -0.5, {})
+    assert build.shortcut_gap(keys_on_compression, table, features) == 1.0
+    assert build.shortcut_gap(reads_the_label, table, features) == 0.0
+
+
 def test_training_images_candidates_parse_and_name_themselves():
     assert build.TrainingImages.parse("1+aligned") == build.TrainingImages(1, True)
     assert build.TrainingImages.parse(" 0") == build.TrainingImages()
