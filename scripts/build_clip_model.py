@@ -63,8 +63,8 @@ from dualsight_hf.data import AugmentationSettings, augment, split_examples, wri
 from dualsight_hf.default_model import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, MOBILE_MODEL_DIR, \
     PARTS_FINGERPRINT_FILE, write_default_model_parts
 from dualsight_hf.degradations import degrade
-from dualsight_hf.evaluation import QUICK_PERTURBATIONS, SHORTCUT_TREATMENTS, EvaluationData, default_device_predictor, evaluate, \
-    write_report
+from dualsight_hf.evaluation import QUICK_PERTURBATIONS, SHORTCUT_TREATMENTS, EvaluationData, \
+    default_device_predictor, evaluate, shortcut_arrangements, write_report
 from dualsight_hf.hub import build_model_card, precision_markdown, write_marked_block
 from dualsight_hf.images import load_image
 from dualsight_hf.linear_heads import fit_logistic, set_authenticity_weights
@@ -368,14 +368,14 @@ def split_arrays(table, features: dict, images: TrainingImages = TrainingImages(
 
 
 def shortcut_gap(fit: LinearFit, validation, features: dict) -> float:
-    """How much `fit`'s accuracy on `validation` moves between the shortcut check's two arrangements (real images
-    small and JPEG 60 with AI ones at native size and JPEG 95, then the other way round), from cached features."""
+    """How much `fit`'s accuracy on `validation` moves between the shortcut check's two arrangements
+    (`evaluation.shortcut_arrangements`: size and JPEG quality swapped between the classes), from cached features."""
     plain = validation.with_format(None)
     labels = np.asarray(plain["label"])
-    (small, _), (native, _) = SHORTCUT_TREATMENTS.items()
+    treatment_of = {tuple(steps): name for name, steps in SHORTCUT_TREATMENTS.items()}
     accuracies = []
-    for real, fake in ((small, native), (native, small)):
-        x = np.stack([features[treatment_key(path, real if label == 0 else fake)]
+    for arrangement in shortcut_arrangements().values():
+        x = np.stack([features[treatment_key(path, treatment_of[tuple(arrangement[label])])]
                       for path, label in zip(plain["image"], labels)]).astype(np.float64)
         accuracies.append(float(((x @ fit.weight + fit.bias >= 0).astype(int) == labels).mean()))
     return abs(accuracies[0] - accuracies[1])
@@ -511,8 +511,8 @@ def build(args) -> None:
     precision = choose_inference_dtype(out, splits["validation"])
     (evaluation / "precision.json").write_text(json.dumps(precision, indent=2))
     # kept per fitted head, so that a resumed run never reads the scores of another fit
-    fit = authenticity.weight.tobytes() + np.float64(authenticity.bias).tobytes() + precision["inference_dtype"].encode()
-    passes = work / "test-passes" / hashlib.sha256(fit).hexdigest()[:12]
+    head = authenticity.weight.tobytes() + np.float64(authenticity.bias).tobytes() + precision["inference_dtype"].encode()
+    passes = work / "test-passes" / hashlib.sha256(head).hexdigest()[:12]
     already = set(passes.glob("*.npy")) if passes.exists() else set()
     began = time.perf_counter()
     result = evaluate(default_device_predictor(str(out)), splits["test"], QUICK_PERTURBATIONS, group_by="source",
