@@ -10,7 +10,7 @@ Examples:
 
 import sys
 
-from dualsight_hf.training import main
+from dualsight_hf.training.trainer import main
 
 if __name__ == "__main__":
     sys.exit(main())

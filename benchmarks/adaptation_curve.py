@@ -36,11 +36,11 @@ from pathlib import Path
 import datasets
 
 from dualsight_hf import MOBILE_MODEL_DIR
-from dualsight_hf.adaptation import REAL_LABEL, adapt, measure, recorded_replay
-from dualsight_hf.evaluation import EvaluationData
+from dualsight_hf.evaluation.evaluate import EvaluationData
 from dualsight_hf.hub import write_marked_block
-from dualsight_hf.loading import load_model
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
+from dualsight_hf.models.loading import load_model
+from dualsight_hf.training.adaptation import REAL_LABEL, adapt, measure, recorded_replay
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")

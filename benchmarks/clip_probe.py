@@ -59,7 +59,7 @@ torch.set_num_interop_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from dualsight_hf.clip_backbone import (  # noqa: E402
+from dualsight_hf.models.clip_backbone import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGE_SIZE,
@@ -189,7 +189,7 @@ def matmulinteger_exact() -> dict:
 def verify_conversion(model, onnx_path: Path, image_paths: list[str]) -> dict:
     """Max abs differences of `image_embeds` (and of the last hidden state) between the converted model and
     onnxruntime, one image at a time and as one batch; see the module docstring for the three comparisons."""
-    from dualsight_hf.images import load_image
+    from dualsight_hf.models.images import load_image
 
     pixels = np.stack([preprocess(load_image(path)) for path in image_paths])
     int8 = onnx_session(onnx_path)
@@ -254,7 +254,7 @@ def extract_features(model, paths: list[str], cache: Path, batch_size: int = 16,
     the order of `paths`, stopping at `deadline` (`time.time()`), if given. Returns `{"paths": the paths with
     features, key: (n, d) array, "batch_seconds": per-batch seconds, "batch_sizes": ...}`; each batch's time is
     end to end (decoding, preprocessing and the forward pass)."""
-    from dualsight_hf.images import load_image
+    from dualsight_hf.models.images import load_image
 
     done, batch_seconds, batch_sizes = {}, [], []
     if cache.exists():
@@ -307,7 +307,7 @@ def project_splits(limit: int | None = None):
     `EvaluationData.of_model(...).load(config)`, which training and `dualsight evaluate` share), and the table of
     all examples in the same row order, for the leave-one-family-out splits."""
     from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
-    from dualsight_hf.evaluation import EvaluationData
+    from dualsight_hf.evaluation.evaluate import EvaluationData
 
     config = DualSightConfig.from_pretrained(MOBILE_MODEL_DIR)
     base = EvaluationData.of_model(MOBILE_MODEL_DIR, "test", root=REPO)
@@ -355,7 +355,7 @@ def fit_probe(x_train, y_train, x_val, y_val, c_grid=C_GRID):
 
 def metrics(p: np.ndarray, y: np.ndarray, threshold: float) -> dict:
     """The package's `authenticity_metrics` (logits `[0, logit(p)]`) plus the accuracy at the validation threshold."""
-    from dualsight_hf.metrics import authenticity_metrics
+    from dualsight_hf.evaluation.metrics import authenticity_metrics
 
     p = np.clip(p, 1e-7, 1 - 1e-7)
     logits = np.stack([np.zeros_like(p), np.log(p / (1 - p))], axis=1)
@@ -376,7 +376,7 @@ def probe_features(features: dict, name: str) -> np.ndarray:
 
 
 def run_probes(features: dict, splits: dict, everything, families: dict) -> dict:
-    from dualsight_hf.data import split_examples
+    from dualsight_hf.data.split import split_examples
 
     index = {path: i for i, path in enumerate(features["paths"])}
     rows = {name: available(split_rows(table), index) for name, table in splits.items()}
@@ -443,8 +443,8 @@ base_settings = {}
 def shipped_logits(splits: dict, cache: Path) -> dict:
     """The shipped default model's authenticity logit (ai - real) on the validation and test splits, through the
     package's `Predictor` and `collect_logits` (as `dualsight evaluate` scores), cached in `cache`."""
-    from dualsight_hf.evaluation import collect_logits
-    from dualsight_hf.predict import Predictor
+    from dualsight_hf.evaluation.evaluate import collect_logits
+    from dualsight_hf.inference.predictor import Predictor
 
     if cache.exists():
         with np.load(cache, allow_pickle=False) as stored:

@@ -17,13 +17,16 @@ import time
 from pathlib import Path
 
 from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
-from dualsight_hf.images import image_source
-from dualsight_hf.evaluation import EvaluationData
+from dualsight_hf.evaluation.evaluate import EvaluationData
 from dualsight_hf.hub import write_marked_block
-from dualsight_hf.images import load_image
+from dualsight_hf.inference.precision import (
+    MAX_AUROC_DIFFERENCE,
+    MIN_DECISION_AGREEMENT,
+    compare_precisions,
+    reduced_precision_is_safe,
+)
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
-from dualsight_hf.precision import MAX_AUROC_DIFFERENCE, MIN_DECISION_AGREEMENT, compare_precisions, \
-    reduced_precision_is_safe
+from dualsight_hf.models.images import image_source, load_image
 
 RESULTS = Path(__file__).with_name("results")
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from dualsight_hf.evaluation import leave_one_family_out_markdown
+from dualsight_hf.evaluation.report import leave_one_family_out_markdown
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine
 

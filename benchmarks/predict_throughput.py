@@ -37,10 +37,11 @@ from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
 
 from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
 from dualsight_hf.hub import write_marked_block
+from dualsight_hf.inference.predictor import Predictor, PreprocessedInputs, iter_inputs
+from dualsight_hf.inference.results import ResultWriter
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
-from dualsight_hf.predict import PreprocessedInputs, Predictor, ResultWriter, iter_inputs
-from dualsight_hf.image_processing import image_processor_for_backbone
-from dualsight_hf.processing import load_image_processor
+from dualsight_hf.models.image_processing import image_processor_for_backbone
+from dualsight_hf.models.loading import load_image_processor
 
 RESULTS = Path(__file__).with_name("results")
 

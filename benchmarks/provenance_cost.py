@@ -23,9 +23,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dualsight_hf.hub import write_marked_block
+from dualsight_hf.inference.predictor import Predictor
+from dualsight_hf.inference.provenance import c2pa_available, read_provenance
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
-from dualsight_hf.predict import Predictor
-from dualsight_hf.provenance import c2pa_available, read_provenance
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")

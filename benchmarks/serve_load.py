@@ -30,8 +30,8 @@ import httpx
 import numpy as np
 
 from dualsight_hf.hub import write_marked_block
+from dualsight_hf.inference.predictor import Predictor
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
-from dualsight_hf.predict import Predictor
 from dualsight_hf.serve.history import History
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dualsight_hf.degradations import DEFAULT_LEVELS
-from dualsight_hf.evaluation import QUICK_PERTURBATIONS
+from dualsight_hf.data.degradations import DEFAULT_LEVELS
+from dualsight_hf.evaluation.evaluate import QUICK_PERTURBATIONS
 from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 

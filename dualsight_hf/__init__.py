@@ -17,14 +17,13 @@ for _name in ("torchao", "torch.utils._pytree"):
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
-from .configuration import DualSightConfig
-from .default_model import DEFAULT_MODEL_DIR, MOBILE_MODEL_DIR, build_default_model, resolve_model
-from .image_processing import DualSightImageProcessor, image_processor_for_backbone, image_processor_for_model
-from .images import ImageLoadError, load_image
-from .loading import ModelLoadError, UnsafeWeightsError, load_model
-from .modeling import DualSightForImageClassification, DualSightImageClassifierOutput, DualSightPreTrainedModel
-from .pipeline import DualSightImageClassificationPipeline
-from .processing import load_image_processor
+from .models.configuration import DualSightConfig
+from .models.default_model import DEFAULT_MODEL_DIR, MOBILE_MODEL_DIR, build_default_model, resolve_model
+from .models.image_processing import DualSightImageProcessor, image_processor_for_backbone, image_processor_for_model
+from .models.images import ImageLoadError, load_image
+from .models.loading import ModelLoadError, UnsafeWeightsError, load_image_processor, load_model
+from .models.modeling import DualSightForImageClassification, DualSightImageClassifierOutput, DualSightPreTrainedModel
+from .models.pipeline import DualSightImageClassificationPipeline
 
 __version__ = "0.1.0"
 

@@ -11,12 +11,12 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from .clip_backbone import WHEEL, WHEEL_SIZE
-from .images import ImageLoadError
-from .loading import ModelLoadError
-from .quantization import QuantizationError
-from .predict import OUTPUT_FORMATS
-from .provenance import EVIDENCE
+from .inference.provenance import EVIDENCE
+from .inference.quantization import QuantizationError
+from .inference.results import OUTPUT_FORMATS
+from .models.clip_backbone import WHEEL, WHEEL_SIZE
+from .models.images import ImageLoadError
+from .models.loading import ModelLoadError
 
 #: what `--model` takes, for every command that scores with a DualSight model
 MODEL_HELP = ("a model folder or Hub id, or 'mobile' for the bundled MobileNetV2 model (default: the default model, "
@@ -78,7 +78,7 @@ def _spawn_processes(args, argv: list[str]) -> int:
     import subprocess
     import time
 
-    from .predict import shard_path
+    from .inference.results import shard_path
 
     output = Path(args.output)
     for rank in range(args.num_processes):  # leftovers of an interrupted run must not be merged
@@ -110,7 +110,8 @@ def _run_predict(args) -> int:
     import functools
     import os
 
-    from .predict import Predictor, ResultWriter, iter_inputs, merge_shards, read_results, shard_path
+    from .inference.predictor import Predictor, iter_inputs
+    from .inference.results import ResultWriter, merge_shards, read_results, shard_path
 
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if args.num_processes > 1 and world_size == 1:
@@ -128,7 +129,7 @@ def _run_predict(args) -> int:
     previous = read_results(output, output_format) if args.resume else []
     dataset = None
     if args.dataset:
-        from .data import read_hub_dataset
+        from .data.sources import read_hub_dataset
 
         dataset = read_hub_dataset(args.dataset, args.dataset_split, args.image_column, label_column=None)
     inputs = functools.partial(iter_inputs, args.paths, args.paths_from, dataset, "image", args.dataset or "dataset")
@@ -201,8 +202,8 @@ def _add_pseudo_label(subparsers):
 
 
 def _run_pseudo_label(args) -> int:
-    from .data import load_examples
-    from .pseudo_label import PseudoLabeler, PseudoLabelSettings, label_examples
+    from .data.pseudo_label import PseudoLabeler, PseudoLabelSettings, label_examples
+    from .data.sources import load_examples
 
     table = load_examples(args.data)
     if "path" not in table.column_names:
@@ -234,7 +235,7 @@ def _add_train(subparsers):
 
 
 def _run_train(args) -> int:
-    from .training import main
+    from .training.trainer import main
 
     return main(args.rest)
 
@@ -291,7 +292,7 @@ def _add_convert(subparsers):
 
 
 def _run_convert(args) -> int:
-    from .convert import convert_original_dualsight
+    from .models.convert import convert_original_dualsight
 
     model = convert_original_dualsight(args.weights, args.mapping, args.out)
     print(f"converted: {model.config.num_object_labels} object classes, authenticity "
@@ -313,7 +314,7 @@ def _add_build_model(subparsers):
 
 
 def _run_build_model(args) -> int:
-    from .default_model import DEFAULT_MODEL_DIR, PARTS_FINGERPRINT_FILE, build_default_model, is_current_build
+    from .models.default_model import DEFAULT_MODEL_DIR, PARTS_FINGERPRINT_FILE, build_default_model, is_current_build
 
     out = Path(args.out) if args.out else DEFAULT_MODEL_DIR
     if (out / "model.safetensors").exists() and not args.force:
@@ -346,10 +347,9 @@ def _add_export(subparsers):
 
 
 def _run_export(args) -> int:
-    from .default_model import resolve_model
-    from .export import export_onnx
-    from .loading import load_model
-    from .processing import load_image_processor
+    from .inference.export import export_onnx
+    from .models.default_model import resolve_model
+    from .models.loading import load_image_processor, load_model
 
     name = resolve_model(args.model)
     processor = load_image_processor(name)
@@ -382,8 +382,8 @@ def _add_evaluation_data(parser):
 
 
 def _evaluation_data(args, split: str):
-    from .default_model import resolve_model
-    from .evaluation import EvaluationData
+    from .evaluation.evaluate import EvaluationData
+    from .models.default_model import resolve_model
 
     given = {key: getattr(args, key) for key in EvaluationData.SPLIT_SETTINGS}
     return EvaluationData.of_model(resolve_model(args.model), split, data=args.data, **given)
@@ -410,9 +410,10 @@ def _add_evaluate(subparsers):
 
 
 def _run_evaluate(args) -> int:
-    from .default_model import resolve_model
-    from .degradations import DEFAULT_LEVELS, parse_perturbation
-    from .evaluation import QUICK_PERTURBATIONS, default_device_predictor, evaluate, write_report
+    from .data.degradations import DEFAULT_LEVELS, parse_perturbation
+    from .evaluation.evaluate import QUICK_PERTURBATIONS, default_device_predictor, evaluate
+    from .evaluation.report import write_report
+    from .models.default_model import resolve_model
 
     if args.quick:
         perturbations, args.shortcut_check = list(QUICK_PERTURBATIONS), False
@@ -454,9 +455,14 @@ def _add_check_precision(subparsers):
 
 
 def _run_check_precision(args) -> int:
-    from .configuration import DualSightConfig
-    from .default_model import resolve_model
-    from .precision import MAX_AUROC_DIFFERENCE, MIN_DECISION_AGREEMENT, compare_precisions, reduced_precision_is_safe
+    from .inference.precision import (
+        MAX_AUROC_DIFFERENCE,
+        MIN_DECISION_AGREEMENT,
+        compare_precisions,
+        reduced_precision_is_safe,
+    )
+    from .models.configuration import DualSightConfig
+    from .models.default_model import resolve_model
 
     model = resolve_model(args.model)
     examples = _evaluation_data(args, args.split).load(DualSightConfig.from_pretrained(model))
@@ -484,9 +490,9 @@ def _add_calibrate(subparsers):
 def _run_calibrate(args) -> int:
     import shutil
 
-    from .calibration import calibrate_model
-    from .default_model import resolve_model
-    from .evaluation import default_device_predictor
+    from .evaluation.calibration import calibrate_model
+    from .evaluation.evaluate import default_device_predictor
+    from .models.default_model import resolve_model
 
     source = Path(resolve_model(args.model))
     target = Path(args.out) if args.out else source
@@ -548,9 +554,9 @@ def _add_adapt(subparsers):
 
 
 def _run_adapt(args) -> int:
-    from .adaptation import AdaptationError, adapt, card_section, recorded_replay
-    from .data import DataSourceError
-    from .default_model import resolve_model
+    from .data.sources import DataSourceError
+    from .models.default_model import resolve_model
+    from .training.adaptation import AdaptationError, adapt, card_section, recorded_replay
 
     model = resolve_model(args.model)
     fake, real = list(args.fake), list(args.real)

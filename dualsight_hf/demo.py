@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .images import ImageLoadError, load_image
-from .loading import ModelLoadError, load_model
-from .pipeline import UNCERTAIN, authenticity_decision, authenticity_probabilities, object_predictions
-from .processing import load_image_processor
-from .provenance import decide, read_provenance
+from .inference.provenance import decide, read_provenance
+from .models.images import ImageLoadError, load_image
+from .models.loading import ModelLoadError, load_image_processor, load_model
+from .models.pipeline import UNCERTAIN, authenticity_decision, authenticity_probabilities, object_predictions
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_CHOICE = "default"
@@ -30,7 +29,7 @@ class ModelCache:
         self.loaded = {}
 
     def get(self, choice: str):
-        from .default_model import DefaultModelNotBuiltError, resolve_model
+        from .models.default_model import DefaultModelNotBuiltError, resolve_model
 
         choice = (choice or DEFAULT_CHOICE).strip()
         if choice not in self.loaded:
@@ -70,11 +69,11 @@ def analyse(image_path, choice: str = DEFAULT_CHOICE, heatmap: bool = True, band
     Returns:
         `dict` with `authenticity` (label -> probability), `decision` (a class or `"uncertain"`), `ai_probability`,
         `objects` (label -> score), `milliseconds`, `heatmap` (a PIL image or `None`), `provenance` (what the file
-        declares about its origin, see `dualsight_hf.provenance`; `None` for an image without a file),
+        declares about its origin, see `dualsight_hf.inference.provenance`; `None` for an image without a file),
         `decided_by` (`"pixels"`, or `"provenance"` for a validly signed AI claim) and `error` (a one-line
         message, with everything else empty, when the file or model cannot be used).
     """
-    from .gradcam import grad_cam, overlay
+    from .inference.gradcam import grad_cam, overlay
 
     empty = {"authenticity": {}, "decision": None, "ai_probability": None, "objects": {}, "milliseconds": None,
              "heatmap": None, "provenance": None, "decided_by": None, "error": None}

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .data import as_list
+from .data.sources import as_list
 from .machine import machine_line
+from .models.default_model import remote_code_paths
 
 #: Files of a model folder that belong in its Hub repository (weights, configs, remote code, plots, results).
 REPO_FILE_PATTERNS = ("model.safetensors", "config.json", "preprocessor_config.json", "*.py", "*.png",
@@ -84,8 +85,9 @@ def write_marked_block(path, name: str, text: str) -> None:
 def remote_code_files() -> list[str]:
     """
     The code files that `save_pretrained` writes beside a DualSight model (and so a Hub repository of one holds):
-    `modeling.py` and every module it imports by relative import, as transformers collects them. Folders inside the
-    package (the default model) hold none: the package is their code, and [`stage_repo_folder`] writes them.
+    `modeling.py` and every module it imports by relative import, as transformers collects them (see
+    `default_model.remote_code_paths`). Folders inside the package (the default model's parts) hold none: the package
+    is their code, and [`stage_repo_folder`] writes them.
 
     Example:
 
@@ -95,12 +97,7 @@ def remote_code_files() -> list[str]:
     True
     ```
     """
-    from transformers.dynamic_module_utils import get_relative_import_files
-
-    from . import modeling
-
-    return sorted({Path(modeling.__file__).name} |
-                  {Path(path).name for path in get_relative_import_files(modeling.__file__)})
+    return [path.name for path in remote_code_paths()]
 
 
 def build_model_card(model_dir, repo_id: str, license: str = "apache-2.0", datasets: list[str] | None = None,
@@ -274,7 +271,7 @@ def stage_repo_folder(model_dir, out_dir, repo_id: str, **card_kwargs) -> list[t
                 shutil.copy2(source, target)
     # Weights, config and remote code written by this package's save_pretrained, so that the code files match the
     # config (a run folder holds the code of the version that trained it).
-    from .loading import load_model
+    from .models.loading import load_model
 
     load_model(str(model_dir)).save_pretrained(out_dir)
     build_model_card(model_dir, repo_id, **card_kwargs).save(out_dir / "README.md")

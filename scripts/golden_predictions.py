@@ -2,8 +2,8 @@
 Golden predictions: what `dualsight predict --format json` answers on a fixed sample of the shared data, written once
 and compared after a change that must not move the answers (a refactor, a new loader, a faster kernel).
 
-    python scripts/golden_predictions.py write tests/data/golden_predictions.json --models default mobile
-    python scripts/golden_predictions.py check tests/data/golden_predictions.json
+    python scripts/golden_predictions.py write tests/scripts/golden_predictions.json --models default mobile
+    python scripts/golden_predictions.py check tests/scripts/golden_predictions.json
 
 `write` records every model's results with the machine they ran on; `check` scores the same images again and
 prints every label that changed and every probability that moved by more than `--atol` (exit 1), or one line that
@@ -97,7 +97,8 @@ def atol_for(record: dict) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("action", choices=("write", "check"))
     parser.add_argument("record", help="the golden record (JSON)")
     parser.add_argument("--models", nargs="+", default=["default", "mobile"],
@@ -105,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-config", default=None, help="with write: also record a model of this seed "
                         "configuration with seeded random weights, saved to --seed-model-dir")
     parser.add_argument("--seed-model-dir", default="/tmp/golden-seed-model")
-    parser.add_argument("--atol", type=float, default=None, help="with check: allowed probability change "
-                        f"(default {SAME_MACHINE_ATOL} on the machine that wrote the record, else {OTHER_MACHINE_ATOL})")
+    parser.add_argument("--atol", type=float, default=None, help="with check: allowed probability change (default "
+                        f"{SAME_MACHINE_ATOL} on the machine that wrote the record, else {OTHER_MACHINE_ATOL})")
     args = parser.parse_args(argv)
     if args.action == "write":
         models = args.models + ([seed_model(args.seed_config, args.seed_model_dir)] if args.seed_config else [])

@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import ConvNextConfig, ResNetConfig, SwinConfig, TimmWrapperConfig, ViTConfig
 
 from dualsight_hf import DualSightConfig
-from dualsight_hf.image_processing import IMAGENET_MEAN, IMAGENET_STD, image_processor_for_backbone
+from dualsight_hf.models.image_processing import IMAGENET_MEAN, IMAGENET_STD, image_processor_for_backbone
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

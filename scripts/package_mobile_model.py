@@ -16,15 +16,10 @@ import json
 from pathlib import Path
 
 from dualsight_hf import MOBILE_MODEL_DIR
-from dualsight_hf.calibration import calibrate_model
-from dualsight_hf.degradations import DEFAULT_LEVELS, parse_perturbation
-from dualsight_hf.evaluation import (
-    EvaluationData,
-    default_device_predictor,
-    evaluate,
-    leave_one_family_out_markdown,
-    write_report,
-)
+from dualsight_hf.data.degradations import DEFAULT_LEVELS, parse_perturbation
+from dualsight_hf.evaluation.calibration import calibrate_model
+from dualsight_hf.evaluation.evaluate import EvaluationData, default_device_predictor, evaluate
+from dualsight_hf.evaluation.report import leave_one_family_out_markdown, write_report
 from dualsight_hf.hub import (
     build_model_card,
     precision_markdown,
@@ -32,8 +27,9 @@ from dualsight_hf.hub import (
     stage_repo_folder,
     write_marked_block,
 )
-from dualsight_hf.precision import choose_inference_dtype
-from dualsight_hf.predict import Predictor, write_table
+from dualsight_hf.inference.precision import choose_inference_dtype
+from dualsight_hf.inference.predictor import Predictor
+from dualsight_hf.inference.results import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_ID = "dualsight-hf/dualsight-mobilenetv2-real-vs-ai"

@@ -6,19 +6,9 @@ from pathlib import Path
 import pytest
 from transformers import ConvNextConfig, MobileNetV2Config, ResNetConfig, ViTConfig
 
-from dualsight_hf import (
-    DualSightConfig,
-    DualSightForImageClassification,
-    image_processor_for_backbone,
-)
-from dualsight_hf.image_processing import image_processor_for_model
-from dualsight_hf.testing_utils import (  # noqa: F401
-    AI_SOURCE_TYPE,
-    C2paSigner,
-    image_bytes,
-    png_bytes,
-    random_image,
-)
+from dualsight_hf import DualSightConfig, DualSightForImageClassification, image_processor_for_backbone
+from dualsight_hf.models.image_processing import image_processor_for_model
+from dualsight_hf.testing_utils import AI_SOURCE_TYPE, C2paSigner, image_bytes, png_bytes, random_image  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -55,7 +45,7 @@ def shared_path(*parts) -> Path:
 def require_default_model() -> str:
     """The built default model's folder, or skip the test with what to run where `dualsight build-model` has not
     made it (`make test` does)."""
-    from dualsight_hf import default_model
+    from dualsight_hf.models import default_model
 
     if not (default_model.DEFAULT_MODEL_DIR / "model.safetensors").exists():
         pytest.skip(f"the default model is not built in {default_model.DEFAULT_MODEL_DIR}: run `dualsight build-model` "
@@ -264,3 +254,14 @@ def lay_out_as_hub_download(model_dir, hf_home, repo_id: str, commit: str = "012
     (repo_cache / "refs").mkdir(parents=True)
     (repo_cache / "refs" / "main").write_text(commit)
     return snapshot
+
+
+@pytest.fixture
+def class_folder(tmp_path) -> Path:
+    """An image folder of 4 `real` and 3 `fake` random PNGs, one level down (`real/nested/0.png`)."""
+    root = tmp_path / "folder"
+    for label, count in (("real", 4), ("fake", 3)):
+        (root / label / "nested").mkdir(parents=True)
+        for i in range(count):
+            random_image(seed=i + (10 if label == "fake" else 0)).save(root / label / "nested" / f"{i}.png")
+    return root

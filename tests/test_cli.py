@@ -61,9 +61,8 @@ def test_predict_writes_output_file(capsys, tiny_model_dir, image_dir, tmp_path)
 @pytest.fixture
 def declared_images(tmp_path, c2pa_signer):
     """A signed AI image, a PNG with AUTOMATIC1111 parameters, and a plain photo."""
-    from PIL import PngImagePlugin
-
     from conftest import image_bytes
+    from PIL import PngImagePlugin
 
     folder = tmp_path / "declared"
     folder.mkdir()

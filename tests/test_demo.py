@@ -5,12 +5,12 @@ import csv
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_BACKBONES, random_image, save_tiny_model, tiny_config
 from PIL import Image
 
-from conftest import TINY_BACKBONES, random_image, save_tiny_model, tiny_config
 from dualsight_hf import DualSightForImageClassification
 from dualsight_hf.demo import BATCH_HEADERS, ModelCache, analyse, analyse_batch, verdict_markdown
-from dualsight_hf.gradcam import grad_cam, overlay
+from dualsight_hf.inference.gradcam import grad_cam, overlay
 
 
 @pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
@@ -104,6 +104,7 @@ def test_batch_rows_and_csv(cache, image_dir, tmp_path):
 
 def test_provenance_panel_and_a_signed_claim(cache, tmp_path, c2pa_signer):
     from conftest import image_bytes
+
     from dualsight_hf.demo import provenance_markdown
 
     signed = tmp_path / "signed.jpg"

@@ -7,11 +7,10 @@ import pkgutil
 from pathlib import Path
 
 import pytest
+from conftest import require_default_model
 from transformers.testing_utils import HfDocTestParser
 
 import dualsight_hf
-
-from conftest import require_default_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -28,8 +27,8 @@ MODULES_WITH_EXAMPLES = sorted(name for name in ["dualsight_hf", *MODULES] if ex
 
 
 def test_the_public_modules_have_examples():
-    assert {"dualsight_hf", "dualsight_hf.modeling", "dualsight_hf.configuration", "dualsight_hf.pipeline",
-            "dualsight_hf.predict"} <= set(MODULES_WITH_EXAMPLES)
+    assert {"dualsight_hf", "dualsight_hf.models.modeling", "dualsight_hf.models.configuration",
+            "dualsight_hf.models.pipeline", "dualsight_hf.inference.predictor"} <= set(MODULES_WITH_EXAMPLES)
 
 
 @pytest.mark.parametrize("module_name", MODULES_WITH_EXAMPLES)

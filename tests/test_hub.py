@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_same, lay_out_as_hub_download, run_without_package, save_tiny_model
 from huggingface_hub import ModelCard
 
-from conftest import assert_same, lay_out_as_hub_download, run_without_package, save_tiny_model
 from dualsight_hf.cli import main
+from dualsight_hf.evaluation.metrics import authenticity_metrics, grouped_authenticity_metrics
 from dualsight_hf.hub import build_model_card, push_model, stage_repo_folder
-from dualsight_hf.metrics import authenticity_metrics, grouped_authenticity_metrics
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def trained_dir(tmp_path_factory):
                "test_by_source": grouped_authenticity_metrics(logits, labels, sources),
                "split_sizes": {"train": 100, "validation": 40, "test": 40}}
     (folder / "all_results.json").write_text(json.dumps(results))
-    from dualsight_hf.plots import plot_confusion_matrix
+    from dualsight_hf.evaluation.plots import plot_confusion_matrix
 
     plot_confusion_matrix(logits, labels, ["real", "ai_generated"], folder / "confusion_matrix.png")
     (folder / "training_args.bin").write_bytes(b"pickle")
@@ -43,7 +43,7 @@ def test_dry_run_writes_exactly_the_repository_folder(trained_dir, tmp_path, cap
     files = {p.name for p in out.rglob("*") if p.is_file()}
     assert files == {"README.md", "config.json", "model.safetensors", "preprocessor_config.json",
                      "configuration.py", "modeling.py", "pipeline.py", "images.py", "artifacts.py",
-                     "image_processing.py", "provenance.py", "all_results.json", "confusion_matrix.png"}
+                     "image_processing.py", "all_results.json", "confusion_matrix.png"}
     for name in files:
         assert name in listed
     assert f"{(out / 'model.safetensors').stat().st_size:,d} bytes" in listed

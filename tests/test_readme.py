@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, SHARED, require_default_model
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
@@ -92,7 +91,7 @@ def parses(parser: argparse.ArgumentParser, args: list[str], command: str):
 def check_python(args: list[str], command: str) -> None:
     """`python SCRIPT ARGS` or `python -m MODULE ARGS`: the script exists and its own parser accepts the arguments."""
     from dualsight_hf.cli import add_push_arguments, build_parser
-    from dualsight_hf.training import parse_arguments
+    from dualsight_hf.training.trainer import parse_arguments
 
     if args[:2] == ["-m", "dualsight_hf.cli"]:
         parses(build_parser(), args[2:], command)

@@ -25,9 +25,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from ..images import ImageLoadError, ImageTooLargeError, max_image_pixels
-from ..pipeline import UNCERTAIN
-from ..provenance import read_provenance
+from ..inference.provenance import read_provenance
+from ..models.images import ImageLoadError, ImageTooLargeError, max_image_pixels
+from ..models.pipeline import UNCERTAIN
 from .batching import MicroBatcher
 from .history import History, HistoryUnavailable, as_json
 from .keys import ApiKeys
@@ -152,9 +152,9 @@ def create_app(settings: ServiceSettings | None = None, predictor=None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from ..default_model import resolve_model
-        from ..pipeline import decision_threshold
-        from ..predict import Predictor
+        from ..inference.predictor import Predictor
+        from ..models.default_model import resolve_model
+        from ..models.pipeline import decision_threshold
 
         state = app.state
         state.predictor = predictor or await run_in_threadpool(
