@@ -1,8 +1,9 @@
 """DualSight HF: tell AI-generated images from real photographs, and name what is in them, as a transformers model.
 
-Importing the package registers `DualSightConfig`, `DualSightForImageClassification` and `DualSightImageProcessor`
-with transformers' Auto classes and marks them for `save_pretrained` to write `auto_map` and copy their code, so that
-a saved folder loads with `trust_remote_code=True` where this package is not installed.
+Importing the package registers `DualSightConfig`, `DualSightModel` (`AutoModel`), `DualSightForImageClassification`
+and `DualSightImageProcessor` with transformers' Auto classes and marks them for `save_pretrained` to write
+`auto_map` and copy their code, so that a saved folder loads with `trust_remote_code=True` where this package is not
+installed.
 """
 
 import logging
@@ -22,18 +23,25 @@ from .models.default_model import DEFAULT_MODEL_DIR, MOBILE_MODEL_DIR, build_def
 from .models.image_processing import DualSightImageProcessor, image_processor_for_backbone, image_processor_for_model
 from .models.images import ImageLoadError, load_image
 from .models.loading import ModelLoadError, UnsafeWeightsError, load_image_processor, load_model
-from .models.modeling import DualSightForImageClassification, DualSightImageClassifierOutput, DualSightPreTrainedModel
+from .models.modeling import (
+    DualSightForImageClassification,
+    DualSightImageClassifierOutput,
+    DualSightModel,
+    DualSightModelOutput,
+    DualSightPreTrainedModel,
+)
 from .models.pipeline import DualSightImageClassificationPipeline
 
 __version__ = "0.1.0"
 
 AutoConfig.register(DualSightConfig.model_type, DualSightConfig, exist_ok=True)
-AutoModel.register(DualSightConfig, DualSightForImageClassification, exist_ok=True)
+AutoModel.register(DualSightConfig, DualSightModel, exist_ok=True)
 AutoModelForImageClassification.register(DualSightConfig, DualSightForImageClassification, exist_ok=True)
 AutoImageProcessor.register(DualSightConfig, image_processor_classes={"pil": DualSightImageProcessor}, exist_ok=True)
 DualSightConfig.register_for_auto_class()
 DualSightImageProcessor.register_for_auto_class("AutoImageProcessor")
 DualSightForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+DualSightModel.register_for_auto_class("AutoModel")
 
 
 def load_pipeline(model=None, allow_pickle: bool = False, **kwargs) -> DualSightImageClassificationPipeline:
@@ -83,6 +91,8 @@ __all__ = [
     "DualSightImageClassificationPipeline",
     "DualSightImageProcessor",
     "DualSightImageClassifierOutput",
+    "DualSightModel",
+    "DualSightModelOutput",
     "DualSightPreTrainedModel",
     "ImageLoadError",
     "image_processor_for_backbone",

@@ -272,7 +272,7 @@ def read_feature_cache(cache: Path, settings: dict | None = None) -> dict[str, n
 def extract_features(model, processor, keys: list[str], cache: Path,
                      batch_size: int = 16) -> tuple[dict[str, np.ndarray], int]:
     """`{key: feature}` for every key (an image or a degraded copy, see [`view_key`]), computed by
-    `model.semantic_features` and cached in `cache` (written every few batches, so an interrupted run resumes), and how
+    `model.dualsight` (its `pooler_output`) and cached in `cache` (written every few batches, so an interrupted run resumes), and how
     many of them this call computed. The cache records `derived_image_settings()`; features of degraded copies and
     aligned pairs made with other settings are made again."""
     settings = derived_image_settings()
@@ -292,7 +292,7 @@ def extract_features(model, processor, keys: list[str], cache: Path,
         batch = todo[start:start + batch_size]
         pixels = processor([view_image(key) for key in batch], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            features = model.semantic_features(pixels)[0].numpy()
+            features = model.dualsight(pixels).pooler_output.numpy()
         done.update(zip(batch, features))
         if step % 10 == 9 or start + batch_size >= len(todo):
             save()

@@ -182,19 +182,23 @@ except ImportError:
 LOAD_AND_PREDICT = BLOCK_PACKAGE + """
 import json
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, pipeline
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 from PIL import Image
 model_id, image_path = sys.argv[1], sys.argv[2]
 config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
 model = AutoModelForImageClassification.from_pretrained(model_id, trust_remote_code=True).eval()
 processor = AutoImageProcessor.from_pretrained(model_id, backend="pil", trust_remote_code=True)
 inputs = processor(Image.open(image_path).convert("RGB"), return_tensors="pt")
+headless = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
 with torch.no_grad():
     out = model(**inputs)
+    features = headless(**inputs)
 classifier = pipeline("image-classification", model=model_id, trust_remote_code=True)
 print(json.dumps({
     "config_class": type(config).__module__,
     "model_class": type(model).__name__,
+    "headless_class": type(headless).__name__,
+    "pooled": features.pooler_output.tolist(),
     "pipeline_class": type(classifier).__name__,
     "processor_class": type(processor).__module__ + "." + type(processor).__name__,
     "inputs": sorted(inputs),
@@ -220,7 +224,8 @@ def run_without_package(model_id: str, image_path: str, env: dict | None = None)
 
 
 def reference(model_dir, image_path):
-    """The installed package's raw outputs and `head="both"` answer for one image: what remote code must match."""
+    """The installed package's raw outputs, the headless model's pooled feature and the `head="both"` answer for one
+    image: what remote code must match."""
     import torch
 
     from dualsight_hf import load_image, load_pipeline
@@ -229,19 +234,21 @@ def reference(model_dir, image_path):
     inputs = classifier.image_processor(load_image(image_path), return_tensors="pt")
     with torch.no_grad():
         out = classifier.model(**inputs)
-    return out, classifier(str(image_path), head="both", object_threshold=0.0)
+        pooled = classifier.model.dualsight(**inputs).pooler_output
+    return out, pooled, classifier(str(image_path), head="both", object_threshold=0.0)
 
 
 def assert_same(remote: dict, model_dir, image_path):
     """`remote` (from [`run_without_package`]) came from the folder's remote code and equals the package's answer."""
     import torch
 
-    out, both = reference(model_dir, image_path)
-    assert remote["model_class"] == "DualSightForImageClassification"
+    out, pooled, both = reference(model_dir, image_path)
+    assert remote["model_class"] == "DualSightForImageClassification" and remote["headless_class"] == "DualSightModel"
     assert remote["config_class"].startswith("transformers_modules")
     assert remote["pipeline_class"] == "DualSightImageClassificationPipeline"
     torch.testing.assert_close(torch.tensor(remote["logits"]), out.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.tensor(remote["object_logits"]), out.object_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(remote["pooled"]), pooled, atol=1e-5, rtol=1e-5)
     assert [r["label"] for r in remote["both"]["authenticity"]] == [r["label"] for r in both["authenticity"]]
     assert [r["label"] for r in remote["both"]["objects"]] == [r["label"] for r in both["objects"]]
 

@@ -30,7 +30,7 @@ def test_grad_cam_equals_the_hand_computed_map():
     pixels = torch.randn(1, 3, 64, 64)
     cam = grad_cam(model, {"pixel_values": pixels}, target_class=1)
     with torch.no_grad():
-        features = model.backbone(pixels).last_hidden_state[0]
+        features = model.dualsight.backbone(pixels).last_hidden_state[0]
     expected = torch.relu((model.classifier.weight[1].detach()[:, None, None] * features).sum(0))
     np.testing.assert_allclose(cam, (expected / expected.max()).numpy(), atol=1e-5)
 

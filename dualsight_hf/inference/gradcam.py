@@ -31,7 +31,7 @@ def grad_cam(model, inputs: dict[str, torch.Tensor], target_class: int) -> np.nd
         hidden.retain_grad()
         captured["hidden"] = hidden
 
-    handle = model.backbone.register_forward_hook(keep)
+    handle = model.dualsight.backbone.register_forward_hook(keep)
     try:
         with torch.enable_grad():
             # the input requires grad so that a frozen backbone still builds the graph back to its feature map

@@ -59,13 +59,13 @@ def fetch_onnx(work: Path) -> Path:
 def load_clip_backbone(model, onnx_path: Path) -> None:
     """Fill the CLIP backbone of a DualSight `model` (a `CLIPVisionModel` config, as deep as the model uses) with the
     dequantised weights of the graph at `onnx_path`; raises `RuntimeError` where the graph lacks a weight."""
-    wanted = {key for key in model.backbone.state_dict() if not key.endswith("position_ids")}
+    wanted = {key for key in model.dualsight.backbone.state_dict() if not key.endswith("position_ids")}
     # the graph names the tower's weights `vision_model.*`; the backbone AutoModel builds holds them at its top
     state = {key.removeprefix("vision_model."): value for key, value in dequantised_state_dict(onnx_path).items()}
     state = {key: value for key, value in state.items() if key in wanted}
     if wanted - set(state):
         raise RuntimeError(f"{onnx_path}: the graph lacks {sorted(wanted - set(state))[:5]} ...")
-    model.backbone.load_state_dict(state, strict=False)
+    model.dualsight.backbone.load_state_dict(state, strict=False)
 
 
 def clip_vision_config():

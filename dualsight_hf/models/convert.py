@@ -77,7 +77,7 @@ def convert_original_dualsight(weights_path, mapping_path, out_dir) -> DualSight
             if new_key is None:
                 raise ValueError(f"{weights_path}: unexpected backbone key {key}")
             backbone_state[new_key] = value
-    model.backbone.load_state_dict(backbone_state, strict=True)
+    model.dualsight.backbone.load_state_dict(backbone_state, strict=True)
 
     order = [ORIGINAL_AUTHENTICITY_ORDER.index(config.id2label[i]) for i in range(config.num_labels)]
     with torch.no_grad():

@@ -158,7 +158,7 @@ def build_default_model(out=None, work=None, parts=DEFAULT_MODEL_PARTS) -> Path:
     model = DualSightForImageClassification(DualSightConfig.from_pretrained(parts)).eval()
     load_clip_backbone(model, onnx_path)
     heads = load_file(parts / HEADS_FILE)
-    expected = {key for key in model.state_dict() if not key.startswith("backbone.")}
+    expected = {key for key in model.state_dict() if not key.startswith("dualsight.backbone.")}
     if set(heads) != expected:
         raise ModelLoadError(f"{parts / HEADS_FILE}: holds {sorted(set(heads) ^ expected)[:5]} where the config "
                              "expects the model's heads")
@@ -188,7 +188,7 @@ def write_default_model_parts(model_dir, parts=DEFAULT_MODEL_PARTS) -> Path:
     model_dir, parts = Path(model_dir), Path(parts)
     parts.mkdir(parents=True, exist_ok=True)
     weights = load_file(model_dir / "model.safetensors")
-    save_file({key: value.contiguous() for key, value in weights.items() if not key.startswith("backbone.")},
+    save_file({key: value.contiguous() for key, value in weights.items() if not key.startswith("dualsight.backbone.")},
               parts / HEADS_FILE)
     for item in model_dir.iterdir():
         if item.name in ("model.safetensors", PARTS_FINGERPRINT_FILE) or item.suffix == ".py":

@@ -49,6 +49,27 @@ class DualSightImageClassifierOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
+@dataclass
+class DualSightModelOutput(ModelOutput):
+    r"""
+    Output of [`DualSightModel`]: the features the heads read.
+
+    Args:
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
+            The pooled features of every backbone, concatenated (the first backbone's taken from
+            `config.backbone_feature_layers` when set); `None` when no `pixel_values` were given.
+        artifact_features (`torch.FloatTensor` of shape `(batch_size, num_crops, artifact_feature_size)`, *optional*):
+            The artifact stream's feature of every crop in `artifact_values`; `None` without an artifact stream or
+            without `artifact_values`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The first backbone's hidden states.
+    """
+
+    pooler_output: torch.FloatTensor | None = None
+    artifact_features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
 def pooled_feature_size(backbone_config: PreTrainedConfig, backbone: nn.Module | None = None) -> int:
     """Width of the pooled feature that a transformers vision backbone built from `backbone_config` returns.
 
@@ -209,13 +230,128 @@ class DualSightPreTrainedModel(PreTrainedModel):
                 init.ones_(module.running_var)
 
 
+#: The checkpoint layout before the headless `DualSightModel` (the default and mobile models' first releases, converted
+#: DualSight weights): the backbones and the artifact stream sat at the top level. `from_pretrained` renames them.
+LEGACY_KEY_MAPPING = {r"^(backbone|extra_backbones|artifact_encoder)\.": r"dualsight.\1."}
+
+
+class DualSightModel(DualSightPreTrainedModel):
+    """
+    The DualSight model without its heads: the vision backbone(s) and, with `config.artifact_stream`, the
+    [`~artifacts.ArtifactEncoder`] that reads native-resolution crops. It returns the features the heads read
+    ([`DualSightModelOutput`]); `AutoModel` maps a DualSight configuration to it, as transformers does for
+    `ResNetModel`, and [`DualSightForImageClassification`] holds one as `dualsight` (`base_model_prefix`).
+
+    Args:
+        config ([`DualSightConfig`]): the model configuration.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import ResNetConfig
+    >>> from dualsight_hf import DualSightConfig
+    >>> from dualsight_hf.models.modeling import DualSightModel
+
+    >>> config = DualSightConfig(backbone_config=ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
+    >>> outputs = DualSightModel(config)(torch.randn(2, 3, 64, 64))
+    >>> outputs.pooler_output.shape
+    torch.Size([2, 16])
+    ```
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^object_classifier\."]
+
+    def __init__(self, config: DualSightConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.extra_backbones = (nn.ModuleList(build_backbone(c) for c in config.extra_backbone_configs)
+                                if config.extra_backbone_configs else None)
+        widths = [pooled_feature_size(c, b) for c, b in zip(config.backbone_configs, self.backbones)]
+        if config.backbone_feature_layers:
+            widths[0] = len(config.backbone_feature_layers) * config.backbone_config.hidden_size
+        #: width of `pooler_output`
+        self.feature_size = sum(widths)
+        stream = config.artifact_stream
+        self.artifact_encoder = ArtifactEncoder(stream["residuals"], stream["channels"]) if stream else None
+        for backbone in self.backbones:
+            use_torch_batchnorm_momentum(backbone)
+        self.post_init()
+
+    @property
+    def backbones(self) -> list[nn.Module]:
+        """Every backbone, the first one first."""
+        return [self.backbone, *(self.extra_backbones or [])]
+
+    def semantic_features(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None):
+        """The pooled features of every backbone (the first one's from `config.backbone_feature_layers` when set),
+        concatenated, and the first backbone's outputs."""
+        layers = self.config.backbone_feature_layers
+        backbone_outputs = self.backbone(pixel_values, output_hidden_states=bool(output_hidden_states or layers),
+                                         return_dict=True)
+        if layers:
+            features = [pool_hidden_state(backbone_outputs.hidden_states[layer]) for layer in layers]
+        else:
+            features = [pool_backbone_output(backbone_outputs)]
+        preprocessing = self.config.backbone_preprocessing or [None] * len(self.backbones)
+        for extra, wanted in zip(self.extra_backbones or [], preprocessing[1:]):
+            inputs = adapt_input(pixel_values, preprocessing[0], wanted) if wanted else pixel_values
+            features.append(pool_backbone_output(extra(inputs, return_dict=True)))
+        return (torch.cat(features, dim=-1) if len(features) > 1 else features[0]), backbone_outputs
+
+    def artifact_features(self, artifact_values: torch.Tensor) -> torch.Tensor:
+        """The artifact stream's feature of every crop, `(batch, crops, features)`, from `artifact_values` of shape
+        `(batch, crops, 3, size, size)` or `(batch, 3, size, size)` (one crop)."""
+        if artifact_values.ndim == 4:
+            artifact_values = artifact_values[:, None]
+        batch, crops = artifact_values.shape[:2]
+        features = self.artifact_encoder(artifact_values.flatten(0, 1))  # one row per (image, crop), image-major
+        return features.reshape(batch, crops, features.shape[-1])
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        artifact_values: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DualSightModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
+                Images as the model's image processor makes them; without them there is no `pooler_output`.
+            artifact_values (`torch.FloatTensor` of shape `(batch_size, num_crops, 3, crop_size, crop_size)`, *optional*):
+                Native-resolution crops, scaled to [0, 1], for the artifact stream.
+            output_hidden_states (`bool`, *optional*):
+                Whether to return the first backbone's hidden states.
+            return_dict (`bool`, *optional*):
+                Whether to return a [`DualSightModelOutput`] instead of a tuple.
+
+        Returns:
+            [`DualSightModelOutput`] or `tuple`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        pooled = backbone_outputs = artifact = None
+        if pixel_values is not None:
+            pooled, backbone_outputs = self.semantic_features(pixel_values, output_hidden_states)
+        if artifact_values is not None and self.artifact_encoder is not None:
+            artifact = self.artifact_features(artifact_values)
+        output = DualSightModelOutput(
+            pooler_output=pooled,
+            artifact_features=artifact,
+            hidden_states=backbone_outputs.hidden_states if output_hidden_states and backbone_outputs is not None
+            else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
 class DualSightForImageClassification(DualSightPreTrainedModel):
     """
-    DualSight model: a transformers vision backbone, its pooled feature, then an authenticity head (`logits`) and an
-    optional object head (`object_logits`). With `config.artifact_stream`, an [`~artifacts.ArtifactEncoder`] also
-    reads native-resolution crops (`artifact_values`); the authenticity head scores each crop from the semantic
-    feature and that crop's artifact feature, and the crops' logits are combined as
-    `config.artifact_stream["crop_aggregation"]` says.
+    DualSight model: a [`DualSightModel`] (`dualsight`: a transformers vision backbone and its pooled feature), then
+    an authenticity head (`logits`) and an optional object head (`object_logits`). With `config.artifact_stream`, the
+    [`~artifacts.ArtifactEncoder`] of `dualsight` also reads native-resolution crops (`artifact_values`); the
+    authenticity head scores each crop from the semantic feature and that crop's artifact feature, and the crops'
+    logits are combined as `config.artifact_stream["crop_aggregation"]` says.
 
     Args:
         config ([`DualSightConfig`]): the model configuration.
@@ -244,25 +380,17 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
 
     def __init__(self, config: DualSightConfig):
         super().__init__(config)
-        self.backbone = build_backbone(config.backbone_config)
-        self.extra_backbones = (nn.ModuleList(build_backbone(c) for c in config.extra_backbone_configs)
-                                if config.extra_backbone_configs else None)
-        widths = [pooled_feature_size(c, b) for c, b in zip(config.backbone_configs, self.backbones)]
-        if config.backbone_feature_layers:
-            widths[0] = len(config.backbone_feature_layers) * config.backbone_config.hidden_size
-        feature_size = sum(widths)
+        self.dualsight = DualSightModel(config)
         stream = config.artifact_stream
-        self.artifact_encoder = ArtifactEncoder(stream["residuals"], stream["channels"]) if stream else None
+        feature_size = self.dualsight.feature_size
         authenticity_features = 0 if stream and not stream["semantic_features"] else feature_size
-        if self.artifact_encoder is not None:
-            authenticity_features += self.artifact_encoder.feature_size
+        if self.dualsight.artifact_encoder is not None:
+            authenticity_features += self.dualsight.artifact_encoder.feature_size
         self.dropout = nn.Dropout(config.classifier_dropout)
         outputs = 1 if config.authenticity_single_logit else config.num_labels
         self.classifier = build_head(authenticity_features, outputs, config.authenticity_head)
         self.object_classifier = (build_head(feature_size, config.num_object_labels, config.object_head)
                                   if config.num_object_labels > 0 else None)
-        for backbone in self.backbones:
-            use_torch_batchnorm_momentum(backbone)
         #: the image processor that `save_pretrained` writes beside the weights (set by `from_backbone`)
         self.image_processor = None
         self.apply_freezing()
@@ -271,20 +399,17 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
     def apply_freezing(self) -> None:
         """Freeze the backbones as `config.freeze_backbone` and `config.unfrozen_backbone_stages` say."""
         if self.config.freeze_backbone:
-            for backbone in self.backbones:
+            for backbone in self.dualsight.backbones:
                 freeze_all_but_last_stages(backbone, self.config.unfrozen_backbone_stages)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        # Loading materialises fresh parameters (requires_grad=True): freeze again what the config freezes.
+        # Checkpoints in the layout from before `DualSightModel` load as they are (`LEGACY_KEY_MAPPING`).
+        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
         model = super().from_pretrained(*args, **kwargs)
+        # Loading materialises fresh parameters (requires_grad=True): freeze again what the config freezes.
         model.apply_freezing()
         return model
-
-    @property
-    def backbones(self) -> list[nn.Module]:
-        """Every backbone, the first one first."""
-        return [self.backbone, *(self.extra_backbones or [])]
 
     @classmethod
     def from_backbone(
@@ -341,7 +466,7 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         if loading["unexpected_keys"]:
             logger.info("%s: the checkpoint's own head (%s) is not used", pretrained_backbone_name_or_path,
                         ", ".join(sorted(loading["unexpected_keys"])))
-        missing, unexpected = model.backbone.load_state_dict(pretrained.state_dict(), strict=False)
+        missing, unexpected = model.dualsight.backbone.load_state_dict(pretrained.state_dict(), strict=False)
         # A pooler DualSight does not build (ViT's) is the only thing allowed to differ.
         if missing or any(not key.startswith("pooler.") for key in unexpected):
             raise ValueError(
@@ -366,22 +491,6 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
                 module.eval()
         return self
 
-    def semantic_features(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None):
-        """The pooled features of every backbone (the first one's from `config.backbone_feature_layers` when set),
-        concatenated, and the first backbone's outputs."""
-        layers = self.config.backbone_feature_layers
-        backbone_outputs = self.backbone(pixel_values, output_hidden_states=bool(output_hidden_states or layers),
-                                         return_dict=True)
-        if layers:
-            features = [pool_hidden_state(backbone_outputs.hidden_states[layer]) for layer in layers]
-        else:
-            features = [pool_backbone_output(backbone_outputs)]
-        preprocessing = self.config.backbone_preprocessing or [None] * len(self.backbones)
-        for extra, wanted in zip(self.extra_backbones or [], preprocessing[1:]):
-            inputs = adapt_input(pixel_values, preprocessing[0], wanted) if wanted else pixel_values
-            features.append(pool_backbone_output(extra(inputs, return_dict=True)))
-        return (torch.cat(features, dim=-1) if len(features) > 1 else features[0]), backbone_outputs
-
     def authenticity_logits(self, semantic: torch.Tensor | None, artifact_values: torch.Tensor | None) -> torch.Tensor:
         """
         Authenticity logits from the (dropped-out) semantic feature (`None` for an artifact-only head) and, with an
@@ -397,26 +506,25 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         artifact feature; without an artifact stream, the semantic feature as one "crop". Everything before the head
         is here, so a head trained alone can be trained on these inputs computed once (see `adaptation`).
         """
-        if self.artifact_encoder is None:
+        if self.dualsight.artifact_encoder is None:
             return semantic[:, None]
         if artifact_values is None:
             raise ValueError("This model has an artifact stream: pass artifact_values, the native-resolution crops "
                              "that its image processor (DualSightImageProcessor) makes")
-        if artifact_values.ndim == 4:
-            artifact_values = artifact_values[:, None]
-        batch, crops = artifact_values.shape[:2]
-        # one row per (image, crop), image-major
-        features = self.dropout(self.artifact_encoder(artifact_values.flatten(0, 1)))
-        if semantic is not None:
-            features = torch.cat([semantic.repeat_interleave(crops, dim=0).to(features.dtype), features], dim=1)
-        return features.reshape(batch, crops, features.shape[-1])
+        features = self.dropout(self.dualsight.artifact_features(artifact_values))
+        if semantic is None:
+            return features
+        batch, crops = features.shape[:2]
+        # one row per (image, crop), image-major: the semantic feature repeated beside each crop's
+        rows = torch.cat([semantic.repeat_interleave(crops, dim=0).to(features.dtype), features.flatten(0, 1)], dim=1)
+        return rows.reshape(batch, crops, rows.shape[-1])
 
     def authenticity_logits_from_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """The head on [`authenticity_head_inputs`]: every crop scored, the crops' logits combined."""
         batch, crops = inputs.shape[:2]
         logits = self._head_logits(inputs.flatten(0, 1))
         per_crop = logits.reshape(batch, crops, logits.shape[-1])
-        if self.artifact_encoder is None:
+        if self.dualsight.artifact_encoder is None:
             return per_crop[:, 0]
         if self.config.artifact_stream["crop_aggregation"] == "max":
             # the crop with the lowest probability of class 0 (real); gather, not fancy indexing, so ONNX exports it
@@ -465,10 +573,10 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         stream = self.config.artifact_stream
         semantic_for_authenticity = not stream or stream["semantic_features"]
-        features = backbone_outputs = None
-        if semantic_for_authenticity or self.object_classifier is not None or output_hidden_states:
-            features, backbone_outputs = self.semantic_features(pixel_values, output_hidden_states)
-            features = self.dropout(features)
+        needs_pixels = semantic_for_authenticity or self.object_classifier is not None or output_hidden_states
+        outputs = self.dualsight(pixel_values if needs_pixels else None, output_hidden_states=output_hidden_states,
+                                 return_dict=True)
+        features = self.dropout(outputs.pooler_output) if outputs.pooler_output is not None else None
         logits = self.authenticity_logits(features if semantic_for_authenticity else None, artifact_values)
         object_logits = self.object_classifier(features) if self.object_classifier is not None else None
 
@@ -494,8 +602,7 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
             object_logits=object_logits,
             authenticity_loss=authenticity_loss,
             object_loss=object_loss,
-            hidden_states=backbone_outputs.hidden_states if output_hidden_states and backbone_outputs is not None
-            else None,
+            hidden_states=outputs.hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -519,13 +626,16 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         return per_entry[known].mean()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the `custom_pipelines` entry that lets
-        `pipeline("image-classification", model=..., trust_remote_code=True)` build the DualSight pipeline from the
-        saved code (`pipeline.py` is copied beside `modeling.py` as one of its imports), and the model's
-        `image_processor` when it has one (a model made by `from_backbone` carries its backbone's), so that the
+        """`PreTrainedModel.save_pretrained`, plus the `auto_map` entry of `AutoModel` ([`DualSightModel`]), the
+        `custom_pipelines` entry that lets `pipeline("image-classification", model=..., trust_remote_code=True)` build
+        the DualSight pipeline from the saved code (`pipeline.py` is copied beside `modeling.py` as one of its
+        imports), and the model's `image_processor` when it has one (a model made by `from_backbone` carries its backbone's), so that the
         folder loads with `load_pipeline` and `AutoImageProcessor` as it is."""
         if self.image_processor is not None and kwargs.get("is_main_process", True):
             self.image_processor.save_pretrained(save_directory)
+        # `AutoModel` of the saved folder (remote code) gives the headless model, as the package's registry does
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
+                                "AutoModel": f"modeling.{DualSightModel.__name__}"}
         self.config.custom_pipelines = {
             "image-classification": {
                 "impl": f"pipeline.{DualSightImageClassificationPipeline.__name__}",
@@ -544,6 +654,8 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
 __all__ = [
     "DualSightForImageClassification",
     "DualSightImageClassifierOutput",
+    "DualSightModel",
+    "DualSightModelOutput",
     "DualSightPreTrainedModel",
     "pooled_feature_size",
 ]

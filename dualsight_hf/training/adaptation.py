@@ -197,9 +197,9 @@ def trainable_model(model_dir: str, part: str):
     model.config.unfrozen_backbone_stages = 1 if part == "head+last-stage" else 0
     model.apply_freezing()
     for name, parameter in model.named_parameters():
-        if not name.startswith(("backbone.", "extra_backbones.")):
+        if not name.startswith(("dualsight.backbone.", "dualsight.extra_backbones.")):
             parameter.requires_grad_(name.startswith("classifier.") or (
-                part == "head+artifacts" and name.startswith("artifact_encoder.")))
+                part == "head+artifacts" and name.startswith("dualsight.artifact_encoder.")))
     return model
 
 
@@ -245,7 +245,7 @@ def head_inputs(model, table: datasets.Dataset, processor, batch_size: int = 16)
             batch = transform(table[start:start + batch_size])
             semantic = None
             if not stream or stream["semantic_features"]:
-                semantic = model.semantic_features(batch["pixel_values"])[0]
+                semantic = model.dualsight(batch["pixel_values"]).pooler_output
             inputs = model.authenticity_head_inputs(semantic, batch.get("artifact_values"))
             rows += [{"head_inputs": row, "labels": torch.tensor(label)} for row, label in zip(inputs, batch["labels"])]
     return rows

@@ -139,7 +139,7 @@ class DualSightTrainer(Trainer):
             for in_backbone, learning_rate in ((True, self.backbone_learning_rate), (False, self.args.learning_rate)):
                 for with_decay in (True, False):
                     params = [p for n, p in model.named_parameters() if p.requires_grad
-                              and n.startswith(("backbone.", "extra_backbones.")) == in_backbone
+                              and n.startswith(("dualsight.backbone.", "dualsight.extra_backbones.")) == in_backbone
                               and (n in decay) == with_decay]
                     if params:
                         groups.append({"params": params, "lr": learning_rate,

@@ -42,7 +42,7 @@ def test_the_package_ships_the_heads_config_card_and_record_in_under_a_megabyte(
     config = DualSightConfig.from_pretrained(DEFAULT_MODEL_PARTS)
     assert config.backbone_config.model_type == "clip_vision_model" and config.freeze_backbone
     expected = {key for key in DualSightForImageClassification(config).state_dict()
-                if not key.startswith("backbone.")}
+                if not key.startswith("dualsight.backbone.")}
     with safe_open(DEFAULT_MODEL_PARTS / HEADS_FILE, "pt") as heads:
         assert set(heads.keys()) == expected
 

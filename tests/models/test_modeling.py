@@ -3,8 +3,15 @@ import torch
 from conftest import TINY_BACKBONES, random_image, shared_path, tiny_config
 from transformers import AutoModel, AutoModelForImageClassification
 
-from dualsight_hf import DualSightConfig, DualSightForImageClassification, DualSightImageClassifierOutput
+from dualsight_hf import (
+    DualSightConfig,
+    DualSightForImageClassification,
+    DualSightImageClassifierOutput,
+    DualSightModel,
+)
 from dualsight_hf.models.modeling import pooled_feature_size
+
+ARTIFACT = {"channels": [4, 8], "crop_size": 16, "crops_per_side": 2}
 
 PROBLEM_TYPES = ["multi_label_classification", "single_label_classification"]
 
@@ -95,32 +102,83 @@ def test_save_load_round_trip_and_auto_classes(tmp_path, backbone):
     files = {p.name for p in tmp_path.iterdir()}
     assert {"model.safetensors", "config.json", "configuration.py", "modeling.py", "pipeline.py"} <= files
     assert not any(name.endswith((".bin", ".pth")) for name in files)
-    for auto_class in (AutoModelForImageClassification, AutoModel):
-        loaded = auto_class.from_pretrained(tmp_path).eval()
-        assert type(loaded) is DualSightForImageClassification
-        pixels = torch.randn(2, 3, 32, 32)
-        with torch.no_grad():
-            a, b = model(pixels), loaded(pixels)
-        torch.testing.assert_close(a.logits, b.logits)
-        torch.testing.assert_close(a.object_logits, b.object_logits)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert type(loaded) is DualSightForImageClassification
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = model(pixels), loaded(pixels)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.object_logits, b.object_logits)
+    headless = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(headless) is DualSightModel
+    with torch.no_grad():
+        torch.testing.assert_close(headless(pixels).pooler_output, model.dualsight(pixels).pooler_output)
     # saving must not leave the remote-code pipeline entry on the in-memory config
     assert not hasattr(model.config, "custom_pipelines")
+
+
+def test_the_headless_model_gives_the_features_the_heads_read(tmp_path):
+    """`DualSightModel` (what `AutoModel` maps to, `base_model_prefix` "dualsight"): `pooler_output` is what the
+    object head reads, `artifact_features` one row per crop; its own checkpoint loads into the classifier and the
+    classifier's into it."""
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(artifact_stream=ARTIFACT)).eval()
+    assert model.base_model is model.dualsight
+    pixels, crops = torch.randn(2, 3, 32, 32), torch.rand(2, 4, 3, 16, 16)
+    with torch.no_grad():
+        outputs = model.dualsight(pixels, crops, output_hidden_states=True)
+        torch.testing.assert_close(model.object_classifier(outputs.pooler_output),
+                                   model(pixels, crops).object_logits)
+    assert outputs.artifact_features.shape == (2, 4, model.dualsight.artifact_encoder.feature_size)
+    assert outputs.hidden_states is not None and model.dualsight(crops[:, 0]).artifact_features is None
+    model.dualsight.save_pretrained(tmp_path / "headless")
+    classifier = DualSightForImageClassification.from_pretrained(tmp_path / "headless")
+    for name, tensor in model.dualsight.state_dict().items():
+        torch.testing.assert_close(classifier.dualsight.state_dict()[name], tensor, msg=name)
+    model.save_pretrained(tmp_path / "whole")
+    headless = DualSightModel.from_pretrained(tmp_path / "whole")
+    for name, tensor in model.dualsight.state_dict().items():
+        torch.testing.assert_close(headless.state_dict()[name], tensor, msg=name)
+
+
+def test_checkpoints_from_before_the_headless_model_still_load(tmp_path):
+    """Published folders hold the backbone and artifact stream at the top level (`backbone.*`,
+    `artifact_encoder.*`): both models load them as they are, with the same answers, and a re-save keeps that
+    layout (transformers writes a checkpoint back in the layout it was read in)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = DualSightForImageClassification(tiny_config(artifact_stream=ARTIFACT)).eval()
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({key.removeprefix("dualsight."): value for key, value in weights.items()}, tmp_path / "model.safetensors")
+    legacy = DualSightForImageClassification.from_pretrained(tmp_path).eval()
+    pixels, crops = torch.randn(2, 3, 32, 32), torch.rand(2, 4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(legacy(pixels, crops).logits, model(pixels, crops).logits)
+        torch.testing.assert_close(DualSightModel.from_pretrained(tmp_path)(pixels).pooler_output,
+                                   model.dualsight(pixels).pooler_output)
+    legacy.save_pretrained(tmp_path / "again")
+    with safe_open(tmp_path / "again" / "model.safetensors", "pt") as saved:
+        assert {key.split(".")[0] for key in saved.keys()} == {"backbone", "artifact_encoder", "classifier",
+                                                               "object_classifier"}
 
 
 def test_freezing_survives_save_and_load(tmp_path):
     DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).save_pretrained(tmp_path)
     loaded = AutoModelForImageClassification.from_pretrained(tmp_path)
-    assert not any(p.requires_grad for p in loaded.backbone.parameters())
+    assert not any(p.requires_grad for p in loaded.dualsight.backbone.parameters())
     assert all(p.requires_grad for p in loaded.classifier.parameters())
 
 
 def test_freeze_backbone_keeps_batchnorm_statistics():
     model = DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).train()
-    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert not any(p.requires_grad for p in model.dualsight.backbone.parameters())
     assert model.classifier.weight.requires_grad
-    before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running_mean" in k}
+    before = {k: v.clone() for k, v in model.dualsight.backbone.state_dict().items() if "running_mean" in k}
     model(torch.randn(4, 3, 32, 32) * 5 + 3, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
-    after = model.backbone.state_dict()
+    after = model.dualsight.backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -129,10 +187,10 @@ def test_from_backbone_loads_pretrained_weights_offline():
     model = DualSightForImageClassification.from_backbone(str(path), object_id2label={0: "person", 1: "car"})
     pretrained = AutoModel.from_pretrained(path)
     for name, tensor in pretrained.state_dict().items():
-        torch.testing.assert_close(model.backbone.state_dict()[name], tensor, msg=name)
+        torch.testing.assert_close(model.dualsight.backbone.state_dict()[name], tensor, msg=name)
     assert model.config.num_object_labels == 2 and model.config.backbone_config.model_type == "mobilenet_v2"
     # TensorFlow-style BatchNorm momentum (0.997) is converted to PyTorch's meaning
-    momenta = {m.momentum for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    momenta = {m.momentum for m in model.dualsight.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert momenta and max(momenta) < 0.5
 
 
@@ -160,7 +218,6 @@ def test_a_model_from_a_backbone_saves_a_complete_folder(tmp_path):
     assert "\n" not in str(error.value)
 
 
-ARTIFACT = {"channels": [4, 8], "crop_size": 16, "crops_per_side": 2}
 
 
 @pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
@@ -171,10 +228,10 @@ def test_artifact_stream_forward_backward_every_backbone(backbone):
                 labels=torch.tensor([0, 1, 1, 0]), object_labels=object_targets("multi_label_classification"))
     assert out.logits.shape == (4, 2) and out.object_logits.shape == (4, 3)
     out.loss.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.artifact_encoder.parameters()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.dualsight.artifact_encoder.parameters()
                if p.ndim > 1)
     # the head reads both features
-    assert model.classifier.in_features == pooled_feature_size(model.config.backbone_config, model.backbone) + 8
+    assert model.classifier.in_features == pooled_feature_size(model.config.backbone_config, model.dualsight.backbone) + 8
 
 
 def per_crop_logits(model, pixels, crops):
@@ -213,20 +270,20 @@ def test_object_head_keeps_the_semantic_feature():
         second = model(pixels, artifact_values=torch.rand(2, 4, 3, 16, 16))
     torch.testing.assert_close(first.object_logits, second.object_logits)
     assert not torch.allclose(first.logits, second.logits)
-    assert model.object_classifier.in_features == pooled_feature_size(model.config.backbone_config, model.backbone)
+    assert model.object_classifier.in_features == pooled_feature_size(model.config.backbone_config, model.dualsight.backbone)
 
 
 def test_artifact_only_model_does_not_run_an_unused_backbone():
     model = DualSightForImageClassification(
         tiny_config(with_objects=False, artifact_stream={**ARTIFACT, "semantic_features": False})).eval()
     calls = []
-    model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    model.dualsight.backbone.register_forward_hook(lambda *args: calls.append(1))
     assert model.classifier.in_features == 8
     out = model(torch.randn(2, 3, 32, 32), artifact_values=torch.rand(2, 4, 3, 16, 16))
     assert out.logits.shape == (2, 2) and not calls
     with_objects = DualSightForImageClassification(
         tiny_config(artifact_stream={**ARTIFACT, "semantic_features": False})).eval()
-    with_objects.backbone.register_forward_hook(lambda *args: calls.append(1))
+    with_objects.dualsight.backbone.register_forward_hook(lambda *args: calls.append(1))
     assert with_objects(torch.randn(2, 3, 32, 32), artifact_values=torch.rand(2, 4, 3, 16, 16)).object_logits.shape \
         == (2, 3) and calls
 
@@ -263,8 +320,8 @@ def test_backbone_feature_layers_concatenate_the_first_tokens_of_those_blocks(tm
     assert model.classifier.in_features == 32 and model.object_classifier.in_features == 32
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        hidden = model.backbone(pixels, output_hidden_states=True).hidden_states
-        features, _ = model.semantic_features(pixels)
+        hidden = model.dualsight.backbone(pixels, output_hidden_states=True).hidden_states
+        features, _ = model.dualsight.semantic_features(pixels)
         logits = model(pixels).logits
     assert torch.equal(features, torch.cat([hidden[1][:, 0], hidden[3][:, 0]], dim=-1))
     assert torch.allclose(logits, model.classifier(features))

@@ -8,7 +8,7 @@ from conftest import assert_same, lay_out_as_hub_download, run_without_package, 
 
 def test_saved_folder_loads_with_remote_code(tiny_model_dir, image_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration.DualSightConfig",
+    assert config["auto_map"] == {"AutoConfig": "configuration.DualSightConfig", "AutoModel": "modeling.DualSightModel",
                                   "AutoModelForImageClassification": "modeling.DualSightForImageClassification"}
     assert config["custom_pipelines"]["image-classification"]["impl"] == \
         "pipeline.DualSightImageClassificationPipeline"

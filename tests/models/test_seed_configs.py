@@ -76,7 +76,7 @@ def test_seed_system_trains_saves_loads_and_runs(name, tmp_path, image_dir):
     model = DualSightForImageClassification(config)
     frozen = config.freeze_backbone
     if frozen:
-        assert not any(p.requires_grad for b in model.backbones for p in b.parameters())
+        assert not any(p.requires_grad for b in model.dualsight.backbones for p in b.parameters())
     labels = torch.arange(4) % config.num_labels
     object_labels = torch.zeros(4, dtype=torch.long) if config.num_object_labels else None
     out = model.train()(torch.randn(4, 3, 32, 32), labels=labels, object_labels=object_labels)
@@ -84,7 +84,7 @@ def test_seed_system_trains_saves_loads_and_runs(name, tmp_path, image_dir):
     out.loss.backward()
     assert all(p.grad is not None for p in model.classifier.parameters())
     if frozen:
-        assert all(p.grad is None for b in model.backbones for p in b.parameters())
+        assert all(p.grad is None for b in model.dualsight.backbones for p in b.parameters())
 
     folder = tmp_path / "model"
     model.eval().save_pretrained(folder)
@@ -120,12 +120,12 @@ def test_freeze_all_but_the_last_stages():
                                                   depths=[1, 1, 1])
     config.unfrozen_backbone_stages = 1
     model = DualSightForImageClassification(config).train()
-    trainable = {".".join(n.split(".")[1:3]) for n, p in model.backbone.named_parameters()
+    trainable = {".".join(n.split(".")[1:3]) for n, p in model.dualsight.backbone.named_parameters()
                  if p.requires_grad and n.startswith("encoder.stages")}
     assert trainable == {"stages.2"}
-    assert not any(p.requires_grad for n, p in model.backbone.named_parameters() if n.startswith("embedder"))
-    last_stage_norms = [m for m in model.backbone.encoder.stages[2].modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    first_stage_norms = [m for m in model.backbone.encoder.stages[0].modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not any(p.requires_grad for n, p in model.dualsight.backbone.named_parameters() if n.startswith("embedder"))
+    last_stage_norms = [m for m in model.dualsight.backbone.encoder.stages[2].modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    first_stage_norms = [m for m in model.dualsight.backbone.encoder.stages[0].modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(m.training for m in last_stage_norms) and not any(m.training for m in first_stage_norms)
 
 
@@ -150,7 +150,7 @@ def test_each_backbone_gets_its_own_preprocessing():
                              backbone_preprocessing=[given, wanted])
     model = DualSightForImageClassification(config).eval()
     seen = {}
-    model.extra_backbones[0].register_forward_hook(lambda module, args, output: seen.update(input=args[0]))
+    model.dualsight.extra_backbones[0].register_forward_hook(lambda module, args, output: seen.update(input=args[0]))
     with torch.no_grad():
         model(pixel_values)
     torch.testing.assert_close(seen["input"], expected, atol=1e-5, rtol=1e-5)

@@ -117,9 +117,10 @@ def test_other_parts_train_only_what_they_name(families, knows_the_old_family, t
     from dualsight_hf.training.adaptation import trainable_model
 
     model = trainable_model(str(knows_the_old_family), part)
-    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    trainable = {name.removeprefix("dualsight.").split(".")[0] for name, p in model.named_parameters()
+                 if p.requires_grad}
     assert trainable == ({"classifier", "backbone"} if part == "head+last-stage" else {"classifier"} |
-                         ({"artifact_encoder"} if model.artifact_encoder is not None else set()))
+                         ({"artifact_encoder"} if model.dualsight.artifact_encoder is not None else set()))
     frozen_norms = [m for m in model.train().modules() if "BatchNorm" in type(m).__name__
                     and not any(p.requires_grad for p in m.parameters())]
     assert frozen_norms and not any(m.training for m in frozen_norms)  # their statistics stay as they were

@@ -276,7 +276,7 @@ def test_artifact_stream_argument_for_a_new_model(tmp_path):
     model_args.backbone = str(shared_path("weights", "mobilenet-v2-1.0-224-imagenet"))
     model_args.object_labels = "none"
     model, processor = build_model(model_args, examples=None)
-    assert model.config.artifact_stream["crop_size"] == 32 and model.artifact_encoder is not None
+    assert model.config.artifact_stream["crop_size"] == 32 and model.dualsight.artifact_encoder is not None
     assert processor.artifact_crop_size == 32 and type(processor.semantic).__name__ == "MobileNetV2ImageProcessorPil"
 
 
