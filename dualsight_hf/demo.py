@@ -9,12 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from .inference.provenance import decide, read_provenance
+from .inference.predictor import Predictor
+from .inference.provenance import read_provenance
 from .models.images import ImageLoadError, load_image
-from .models.loading import ModelLoadError, load_image_processor, load_model
-from .models.pipeline import UNCERTAIN, authenticity_decision, authenticity_probabilities, object_predictions
+from .models.loading import ModelLoadError
+from .models.pipeline import UNCERTAIN
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_CHOICE = "default"
@@ -22,13 +21,14 @@ DEFAULT_BAND = 0.1
 
 
 class ModelCache:
-    """Loads each model choice once: `"default"` (the default model), `"mobile"` (the bundled MobileNetV2 model), a
+    """Loads each model choice once, as a [`~inference.predictor.Predictor`] (the loop `dualsight predict` runs, so
+    the page gives the same answers): `"default"` (the default model), `"mobile"` (the bundled MobileNetV2 model), a
     local folder, or a Hub id."""
 
     def __init__(self):
         self.loaded = {}
 
-    def get(self, choice: str):
+    def get(self, choice: str) -> Predictor:
         from .models.default_model import DefaultModelNotBuiltError, resolve_model
 
         choice = (choice or DEFAULT_CHOICE).strip()
@@ -38,15 +38,13 @@ class ModelCache:
             except DefaultModelNotBuiltError as error:
                 raise ModelChoiceError(str(error)) from None
             try:
-                model = load_model(name).eval()
-                processor = load_image_processor(name)
+                self.loaded[choice] = Predictor(name, batch_size=1, top_k=5, num_workers=0)
             except (OSError, ValueError, ModelLoadError) as error:
                 reason = str(error).splitlines()[0]
                 if not Path(name).exists():
                     reason = (f"could not load '{choice}' from the Hugging Face Hub (no connection, or no such "
                               f"model): {reason}")
                 raise ModelChoiceError(reason) from None
-            self.loaded[choice] = (model, processor)
         return self.loaded[choice]
 
 
@@ -80,31 +78,25 @@ def analyse(image_path, choice: str = DEFAULT_CHOICE, heatmap: bool = True, band
     if image_path is None:
         return {**empty, "error": "Upload an image first."}
     try:
-        model, processor = (cache or ModelCache()).get(choice)
+        predictor = (cache or ModelCache()).get(choice)
         start = time.perf_counter()
         image = load_image(image_path, name=Path(str(image_path)).name if not hasattr(image_path, "size") else None)
-        inputs = dict(processor(image, return_tensors="pt"))
-        with torch.inference_mode():
-            outputs = model(**inputs)
-        config = model.config
-        probabilities = authenticity_probabilities(outputs.logits[0], config)
-        decision, _ = authenticity_decision(outputs.logits[0], config, band)
+        prepared = predictor.prepare(image)
+        scored = predictor.score([prepared], uncertain_band=band)[0]
         evidence = None if hasattr(image_path, "size") else read_provenance(image_path)
-        pixel_decision = decision
-        decision, _, decided_by = decide(decision, None, evidence)
-        objects = (object_predictions(outputs.object_logits[0], config, top_k=5) if outputs.object_logits is not None
-                   else [])
+        decided = predictor.with_provenance(scored, evidence)
         milliseconds = (time.perf_counter() - start) * 1000
     except (ImageLoadError, ModelChoiceError) as error:
         return {**empty, "error": str(error)}
-    result = {**empty, "decision": decision, "milliseconds": milliseconds,
-              "authenticity": {config.id2label[i]: float(p) for i, p in enumerate(probabilities)},
-              "ai_probability": float(probabilities[1]) if len(probabilities) == 2 else None,
-              "objects": {o["label"]: o["score"] for o in objects}, "decided_by": decided_by,
-              "provenance": evidence.report(pixel_decision) if evidence is not None else None}
+    config = predictor.model.config
+    authenticity = {entry["label"]: entry["score"] for entry in scored["authenticity"]}
+    result = {**empty, "decision": decided["label"], "milliseconds": milliseconds, "authenticity": authenticity,
+              "ai_probability": authenticity[config.id2label[1]] if len(authenticity) == 2 else None,
+              "objects": {o["label"]: o["score"] for o in scored["objects"]}, "decided_by": decided["decided_by"],
+              "provenance": decided["provenance"]}
     if heatmap:
-        target = int(probabilities.argmax())
-        cam = grad_cam(model, inputs, target)
+        target = config.label2id[scored["authenticity"][0]["label"]]
+        cam = grad_cam(predictor.model, predictor.model_inputs([prepared]), target)
         result["heatmap"] = overlay(image, cam) if cam is not None else None
     return result
 

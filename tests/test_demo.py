@@ -68,6 +68,24 @@ def test_analyse_gives_everything_the_page_shows(cache, image_dir):
     assert "uncertain" in verdict_markdown(wide)
 
 
+def test_the_page_answers_as_dualsight_predict(cache, image_dir, capsys):
+    """The page scores through the `Predictor`, the loop `dualsight predict` runs: the same decision, the same
+    probabilities."""
+    import json
+
+    from dualsight_hf.cli import main
+
+    path = str(image_dir / "a.jpg")
+    result = analyse(path, "default", heatmap=False, band=0.0, cache=cache)
+    assert main(["predict", path, "--model", cache.get("default").model.name_or_path, "--format", "json",
+                 "--uncertain-band", "0"]) == 0
+    [expected] = json.loads(capsys.readouterr().out)
+    assert result["decision"] == expected["label"]
+    assert result["authenticity"] == pytest.approx({e["label"]: e["score"] for e in expected["authenticity"]},
+                                                   abs=1e-6)
+    assert result["objects"] == pytest.approx({o["label"]: o["score"] for o in expected["objects"]}, abs=1e-6)
+
+
 @pytest.mark.parametrize("semantic_features", [True, False])
 def test_analyse_a_model_with_an_artifact_stream(image_dir, tmp_path, semantic_features):
     folder = save_tiny_model(tmp_path / "model", artifact_stream={"crop_size": 16, "crops_per_side": 2,

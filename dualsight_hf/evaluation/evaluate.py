@@ -121,33 +121,29 @@ class EvaluationData:
 def collect_logits(predictor, examples, condition: tuple[str, float] | None = None, progress: bool = True,
                    description: str = "evaluating", by_label: dict | None = None, bar=None) -> np.ndarray:
     """
-    Authenticity logits of every example, after applying `condition` (`(name, level)`) to each image, or with
-    `by_label`, the degradations listed for the example's label (`{label id: [(name, level), ...]}`), in order.
-    A `bar` (a `tqdm` shared by several passes) is advanced per image instead of a bar of this pass's own.
+    Authenticity logits of every example ([`Predictor.logits`], the loop `predict` runs), after applying
+    `condition` (`(name, level)`) to each image, or with `by_label`, the degradations listed for the example's label
+    (`{label id: [(name, level), ...]}`), in order. A `bar` (a `tqdm` shared by several passes) is advanced per image
+    instead of a bar of this pass's own.
     """
-    rows, batch = [], []
     images = examples.with_format(None)["image"]
     labels = examples.with_format(None)["label"] if by_label else None
+
+    def degraded():
+        for index, source in enumerate(images):
+            image = load_image(image_source(source))
+            for name, level in ([condition] if condition else []) + (by_label.get(labels[index], []) if by_label
+                                                                      else []):
+                image = degrade(image, name, level, seed=index)
+            yield image
+
     own_bar = bar is None
     bar = tqdm(total=len(images), desc=description, unit="img", disable=not progress, leave=False) if own_bar else bar
-
-    def flush():
-        rows.append(predictor.forward(predictor.preprocess(batch))[0].numpy())
-        bar.update(len(batch))
-        batch.clear()
-
-    for index, source in enumerate(images):
-        image = load_image(image_source(source))
-        for name, level in ([condition] if condition else []) + (by_label.get(labels[index], []) if by_label else []):
-            image = degrade(image, name, level, seed=index)
-        batch.append(image)
-        if len(batch) == predictor.batch_size:
-            flush()
-    if batch:
-        flush()
-    if own_bar:
-        bar.close()
-    return np.concatenate(rows) if rows else np.zeros((0, predictor.model.config.num_labels))
+    try:
+        return predictor.logits(degraded(), bar=bar)
+    finally:
+        if own_bar:
+            bar.close()
 
 
 def _decision_accuracy(probabilities: np.ndarray, labels: np.ndarray, config) -> float:

@@ -13,6 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -280,24 +281,67 @@ class Predictor:
         processed = self.preprocess([load_image(source, max_pixels=max_pixels, name=name)])
         return {name: values[0] for name, values in processed.items()}
 
-    def score(self, prepared: list[dict[str, torch.Tensor]]) -> list[dict]:
+    def model_inputs(self, prepared: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """A batch of prepared images (see [`Predictor.prepare`]) as the model takes it: stacked, on the model's
+        device, rescaled and normalised (what [`Predictor.forward`] runs the model on; Grad-CAM reads it too)."""
+        return self._on_device({name: torch.stack([item[name] for item in prepared]) for name in prepared[0]})
+
+    def score(self, prepared: list[dict[str, torch.Tensor]], uncertain_band: float | None = None) -> list[dict]:
         """
         Both heads' answers for a batch of prepared images (see [`Predictor.prepare`]), in order: per image a dict
-        with `label`, `score`, `authenticity` and `objects`, as `PredictionResult` holds them.
+        with `label`, `score`, `authenticity` and `objects`, as `PredictionResult` holds them. `uncertain_band`
+        overrides this predictor's for these images.
         """
-        return self._score({name: torch.stack([item[name] for item in prepared]) for name in prepared[0]})
+        return self.answers(*self.forward(self.model_inputs(prepared)), uncertain_band=uncertain_band)
 
-    def _score(self, inputs: dict[str, torch.Tensor]) -> list[dict]:
-        logits, object_logits = self.forward(inputs)
+    def answers(self, logits: torch.Tensor, object_logits: torch.Tensor | None,
+                uncertain_band: float | None = None) -> list[dict]:
+        """Per row of a batch's logits, the decision (`pipeline.authenticity_decision`), every class's probability
+        and the object head's top labels."""
         config = self.model.config
+        band = uncertain_band if uncertain_band is not None else self.uncertain_band
         scored = []
         for row in range(logits.shape[0]):
-            label, score = authenticity_decision(logits[row], config, self.uncertain_band)
+            label, score = authenticity_decision(logits[row], config, band)
             objects = (object_predictions(object_logits[row], config, self.top_k, self.object_threshold)
                        if object_logits is not None else [])
             scored.append({"label": label, "score": score, "objects": objects,
                            "authenticity": authenticity_predictions(logits[row], config)})
         return scored
+
+    def batches(self, inputs, bar, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
+                provenance: bool = False, num_workers: int | None = None):
+        """
+        The one inference loop, behind [`Predictor.stream`] and [`Predictor.logits`] (so behind `predict`,
+        `evaluate`, `calibrate`, `check-precision`, `adapt`, the service's batches and the benchmarks): images are
+        read and prepared ahead of the model (worker processes, or threads between forward passes), and each batch
+        of them goes through [`Predictor.forward`].
+
+        Args:
+            inputs (`Callable[[], Iterable]`): makes the `(key, source)` stream (see [`PreprocessedInputs`]).
+            bar (`tqdm.tqdm`): advanced by the inputs of each batch.
+            rank, world_size, skip: as [`Predictor.stream`] takes them.
+            provenance (`bool`, *optional*, defaults to `False`): read each file's provenance too.
+            num_workers (`int`, *optional*): reading processes; defaults to this predictor's.
+
+        Yields:
+            `(items, logits, object_logits)`: the batch's `(index, key, prepared, error, evidence)` entries, and the
+            heads' logits of the entries that were read (`prepared` not `None`), in their order; `None` where no
+            entry was read.
+        """
+        num_workers = self.num_workers if num_workers is None else num_workers
+        # without worker processes, a batch is read by as many threads as there are cores, between forward passes
+        threads = 1 if num_workers else (os.cpu_count() or 1)
+        # the model does not run when provenance alone is asked for (`evidence="provenance"`)
+        pixels = not (provenance and self.evidence == "provenance")
+        dataset = PreprocessedInputs(inputs, self.prepare, rank, world_size, skip, threads, self.batch_size,
+                                     provenance=provenance, pixels=pixels)
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=num_workers,
+                            collate_fn=_collate, prefetch_factor=2 if num_workers else None)
+        for items in loader:
+            read = [item[2] for item in items if item[2] is not None]
+            yield (items, *(self.forward(self.model_inputs(read)) if read else (None, None)))
+            bar.update(len(items))
 
     def stream(self, inputs, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
                progress: bool = True):
@@ -312,16 +356,10 @@ class Predictor:
             skip (`frozenset[str]`, *optional*): keys to leave out (already scored).
             progress (`bool`, *optional*, defaults to `True`): a progress bar with images per second.
         """
-        # without worker processes, a batch is read by as many threads as there are cores, between forward passes
-        threads = 1 if self.num_workers else (os.cpu_count() or 1)
-        dataset = PreprocessedInputs(inputs, self.prepare, rank, world_size, skip, threads, self.batch_size,
-                                     provenance=self.evidence != "pixels", pixels=self.evidence != "provenance")
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                            collate_fn=_collate, prefetch_factor=2 if self.num_workers else None)
         with tqdm(desc="predicting", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-            for items in loader:
-                good = [item for item in items if item[2] is not None]
-                scored = iter(self.score([item[2] for item in good]) if good else ())
+            for items, logits, object_logits in self.batches(inputs, bar, rank, world_size, skip,
+                                                             provenance=self.evidence != "pixels"):
+                scored = iter(self.answers(logits, object_logits) if logits is not None else ())
                 for index, key, pixels, error, evidence in items:
                     if error is not None:
                         yield PredictionResult(path=key, index=index, error=error)
@@ -329,7 +367,35 @@ class Predictor:
                         yield PredictionResult(path=key, index=index,
                                                **self.with_provenance(next(scored) if pixels is not None else {},
                                                                       evidence))
-                bar.update(len(items))
+
+    def logits(self, images, bar=None, description: str = "scoring") -> np.ndarray:
+        """
+        The authenticity logits (float32, `(len(images), num_labels)`) of `images`, in order, through the same
+        loop as `predict` ([`Predictor.batches`]; no provenance, no worker processes: the images may be in memory).
+
+        Args:
+            images (`Iterable`): `PIL.Image.Image`s, files or bytes (see `images.load_image`); read once, lazily.
+            bar (`tqdm.tqdm`, *optional*): a bar to advance (one shared by several passes); by default one of
+                this call's own, named `description`.
+
+        Raises:
+            `ImageLoadError`: an image cannot be read (evaluation data is checked beforehand, see
+            `sources.drop_unreadable`).
+        """
+        own_bar = bar is None
+        bar = tqdm(desc=description, unit="img", leave=False) if own_bar else bar
+        rows = []
+        try:
+            for items, logits, _ in self.batches(lambda: ((str(index), image) for index, image in enumerate(images)),
+                                                 bar, num_workers=0):
+                error = next((item[3] for item in items if item[3] is not None), None)
+                if error is not None:
+                    raise ImageLoadError(error)
+                rows.append(logits.numpy())
+        finally:
+            if own_bar:
+                bar.close()
+        return np.concatenate(rows) if rows else np.zeros((0, self.model.config.num_labels), dtype=np.float32)
 
     def with_provenance(self, scored: dict, evidence: Provenance | None) -> dict:
         """A result's fields (see [`Predictor.score`]) with the provenance evidence and the decision it leads to

@@ -107,23 +107,14 @@ def test_evaluate_and_calibrate_commands_write_reports(small_manifest, model_dir
 class _SizeKeyedPredictor:
     """A 'model' that calls an image AI-generated when it is wide: the shortcut the check must expose."""
 
-    batch_size = 4
-
     def __init__(self, config):
         self.model = type("Model", (), {"config": config})()
 
     @staticmethod
-    def preprocess(images):
-        import torch
-
-        return {"pixel_values": torch.tensor([float(image.width) for image in images])}
-
-    @staticmethod
-    def forward(inputs):
-        import torch
-
-        widths = inputs["pixel_values"]
-        return torch.stack([torch.zeros_like(widths), (widths - 36) / 4], dim=-1), None
+    def logits(images, bar=None):
+        widths = np.array([float(image.width) for image in images])
+        bar.update(len(widths))
+        return np.stack([np.zeros_like(widths), (widths - 36) / 4], axis=-1)
 
 
 def test_shortcut_check_exposes_a_model_that_keys_on_size(small_manifest):
