@@ -1,7 +1,6 @@
 """The `dualsight` command line: predict, train, pseudo-label, evaluate, serve and the rest."""
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -65,68 +64,27 @@ def _add_predict(subparsers):
     parser.set_defaults(func=_run_predict)
 
 
-def _output_format(args) -> str:
-    if args.format:
-        return args.format
-    suffix = Path(args.output).suffix.lower() if args.output else ""
-    return {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(suffix, "table")
-
-
-def _spawn_processes(args, argv: list[str]) -> int:
-    """`--num-processes N`: run N copies of this command as ranks 0..N-1; if one fails, stop the others."""
-    import os
-    import subprocess
-    import time
-
-    from .inference.results import shard_path
-
-    output = Path(args.output)
-    for rank in range(args.num_processes):  # leftovers of an interrupted run must not be merged
-        for stale in (shard_path(output, rank, args.num_processes),
-                      shard_path(output, rank, args.num_processes).with_suffix(".done")):
-            stale.unlink(missing_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // args.num_processes)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "dualsight_hf.cli", *argv],
-                         env={**os.environ, "RANK": str(rank), "WORLD_SIZE": str(args.num_processes),
-                              "OMP_NUM_THREADS": str(threads)})
-        for rank in range(args.num_processes)
-    ]
-    while any(child.poll() is None for child in children):
-        if any(child.poll() not in (None, 0, 1) for child in children):  # 1 only means some inputs failed
-            for child in children:
-                child.terminate()
-            break
-        time.sleep(0.2)
-    codes = [child.wait() for child in children]
-    if any(code not in (0, 1) for code in codes):
-        print(f"dualsight: error: a prediction process failed (exit codes {codes}); {output} is incomplete",
-              file=sys.stderr)
-        return 2
-    return max(codes)
-
-
 def _run_predict(args) -> int:
     import functools
     import os
 
     from .inference.predictor import Predictor, iter_inputs
-    from .inference.results import ResultWriter, merge_shards, read_results, shard_path
+    from .inference.results import output_format_for
+    from .inference.runs import spawn_ranks, write_predictions
 
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if args.num_processes > 1 and world_size == 1:
         if not args.output:
             raise SystemExit("dualsight: error: --num-processes needs --output (the merged result file)")
-        return _spawn_processes(args, args.argv)
+        return spawn_ranks(args.argv, args.num_processes, Path(args.output))
     if not (args.paths or args.paths_from or args.dataset):
         raise SystemExit("dualsight: error: give image paths, --paths-from or --dataset")
-    output_format = _output_format(args)
+    output_format = output_format_for(args.output, args.format)
     output = Path(args.output) if args.output else None
     if world_size > 1 and output is None:
         raise SystemExit("dualsight: error: several processes need --output (the merged result file)")
     if args.resume and (output is None or output_format == "table"):
         raise SystemExit("dualsight: error: --resume needs --output in jsonl, csv or json format")
-    previous = read_results(output, output_format) if args.resume else []
     dataset = None
     if args.dataset:
         from .data.sources import read_hub_dataset
@@ -138,46 +96,11 @@ def _run_predict(args) -> int:
                           allow_pickle=args.allow_pickle, num_workers=args.num_workers, compile=args.compile,
                           uncertain_band=args.uncertain_band, calibration=args.calibration,
                           calibration_size=args.calibration_size, evidence=args.evidence)
-    skip = frozenset(r.path for r in previous)
-    progress = rank == 0 and (output is not None or not sys.stdout.isatty())
-
-    if world_size > 1:
-        target, target_format, append = shard_path(output, rank, world_size), "jsonl", False
-    elif output is not None and output_format in ("jsonl", "csv"):
-        target, target_format, append = output, output_format, bool(previous)
-    else:  # json and table are written whole at the end: into a temporary file, so a crash loses nothing
-        target, target_format, append = output, output_format, False
-    written = target.with_name(target.name + ".partial") if target and target_format in ("json", "table") else target
-    handle = written.open("a" if append else "w", newline="") if written else sys.stdout
-    failures = scored = 0
-    try:
-        writer = ResultWriter(handle, target_format, header=not append)
-        if target_format in ("json", "table"):
-            for result in previous:
-                writer.write(result)
-        for result in predictor.stream(inputs, rank, world_size, skip, progress=progress):
-            writer.write(result)
-            if result.error:
-                failures += 1
-                print(f"error: {result.error}", file=sys.stderr)
-            else:
-                scored += 1
-        writer.close()
-    finally:
-        if target:
-            handle.close()
-    if written != target:
-        os.replace(written, target)
-    if world_size > 1:
-        shard_path(output, rank, world_size).with_suffix(".done").touch()
-        if rank == 0:
-            merged = merge_shards(output, world_size, output_format, previous)
-            new = merged[len(previous):]
-            failures, scored = sum(bool(r.error) for r in new), sum(not r.error for r in new)
+    run = write_predictions(predictor, inputs, output, output_format, args.resume, rank, world_size)
     if rank == 0:
-        print(f"{scored} scored, {failures} failed" + (f", {len(previous)} kept from the earlier run"
-                                                       if previous else ""), file=sys.stderr)
-    return 1 if failures else 0
+        print(f"{run.scored} scored, {run.failed} failed" + (f", {run.kept} kept from the earlier run"
+                                                              if run.kept else ""), file=sys.stderr)
+    return 1 if run.failed else 0
 
 
 def _add_pseudo_label(subparsers):
@@ -202,7 +125,7 @@ def _add_pseudo_label(subparsers):
 
 
 def _run_pseudo_label(args) -> int:
-    from .data.pseudo_label import PseudoLabeler, PseudoLabelSettings, label_examples
+    from .data.pseudo_label import PseudoLabeler, PseudoLabelSettings, label_examples, write_objects_file
     from .data.sources import load_examples
 
     table = load_examples(args.data)
@@ -216,14 +139,7 @@ def _run_pseudo_label(args) -> int:
     labeler = PseudoLabeler(args.model, settings, cache_file=cache, batch_size=args.batch_size) if args.model else None
     category_map = json.loads(Path(args.category_map).read_text()) if args.category_map else None
     labels = label_examples(table, labeler, category_map, args.category_column, args.min_size)
-    paths = table["path"]
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "objects"])
-        for path, objects in zip(paths, labels):
-            if objects is not None:
-                writer.writerow([path, json.dumps(objects)])
-    known = sum(objects is not None for objects in labels)
+    known = write_objects_file(args.out, table["path"], labels)
     print(f"{known} of {len(labels)} images labelled -> {args.out}", file=sys.stderr)
     return 0
 
@@ -347,21 +263,10 @@ def _add_export(subparsers):
 
 
 def _run_export(args) -> int:
-    from .inference.export import export_onnx
+    from .inference.export import export_model
     from .models.default_model import resolve_model
-    from .models.loading import load_image_processor, load_model
 
-    name = resolve_model(args.model)
-    processor = load_image_processor(name)
-    semantic = getattr(processor, "semantic", processor)  # DualSightImageProcessor wraps the backbone's own
-    crop = getattr(semantic, "crop_size", None) or semantic.size
-    size = (crop.height, crop.width) if getattr(crop, "height", None) else (crop.shortest_edge, crop.shortest_edge)
-    model = load_model(name)
-    path = export_onnx(model, args.out, size, args.opset)
-    inputs = f"pixel_values: batch x 3 x {size[0]} x {size[1]}"
-    if model.config.artifact_stream:
-        side = model.config.artifact_stream["crop_size"]
-        inputs += f"; artifact_values: batch x crops x 3 x {side} x {side}"
+    path, inputs = export_model(resolve_model(args.model), args.out, args.opset)
     print(f"wrote {path} (inputs {inputs})", file=sys.stderr)
     return 0
 
@@ -411,7 +316,7 @@ def _add_evaluate(subparsers):
 
 def _run_evaluate(args) -> int:
     from .data.degradations import DEFAULT_LEVELS, parse_perturbation
-    from .evaluation.evaluate import QUICK_PERTURBATIONS, default_device_predictor, evaluate
+    from .evaluation.evaluate import QUICK_PERTURBATIONS, default_device_predictor, evaluate, passes_folder
     from .evaluation.report import write_report
     from .models.default_model import resolve_model
 
@@ -422,17 +327,11 @@ def _run_evaluate(args) -> int:
         perturbations = [] if specs == ["none"] else [p for spec in specs for p in parse_perturbation(spec)]
     predictor = default_device_predictor(resolve_model(args.model), args.batch_size)
     examples = _evaluation_data(args, args.split).load(predictor.model.config)
-    passes = Path(args.out) / "passes"
-    run = {"model": str(Path(resolve_model(args.model)).resolve()), "data": [str(Path(d).resolve()) for d in
-           args.data], "split": args.split, "images": [str(image) for image in examples.with_format(None)["image"]]}
-    recorded = passes / "run.json"
-    if args.resume and recorded.exists() and json.loads(recorded.read_text()) != run:
-        raise SystemExit(f"dualsight: error: {passes} holds passes of another model, data or split; run without "
-                         "--resume to start again")
-    if not args.resume and passes.exists():
-        shutil.rmtree(passes)
-    passes.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps(run))
+    try:
+        passes = passes_folder(Path(args.out) / "passes", resolve_model(args.model), args.data, args.split, examples,
+                               args.resume)
+    except ValueError as error:
+        raise SystemExit(f"dualsight: error: {error}") from None
     result = evaluate(predictor, examples, perturbations, args.group_by, check_shortcuts=args.shortcut_check,
                       passes_dir=passes)
     names = " + ".join(Path(data).parent.name if Path(data).is_file() else Path(data).name for data in args.data)
@@ -488,7 +387,6 @@ def _add_calibrate(subparsers):
 
 
 def _run_calibrate(args) -> int:
-    import shutil
 
     from .evaluation.calibration import calibrate_model
     from .evaluation.evaluate import default_device_predictor

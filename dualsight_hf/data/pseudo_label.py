@@ -231,3 +231,24 @@ def label_examples(table, labeler: PseudoLabeler | None, category_map: dict | No
     for index, path in to_label.items():
         results[index] = labelled[path]
     return results
+
+
+def write_objects_file(path, paths: list[str], labels: list) -> int:
+    """
+    Write the objects file that `--objects` reads (`path,objects`, the objects as a JSON list) for the images that
+    got labels (`None` in `labels`: no label; left out).
+
+    Returns:
+        `int`: the number of images written.
+    """
+    import csv
+
+    written = 0
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "objects"])
+        for image_path, objects in zip(paths, labels):
+            if objects is not None:
+                writer.writerow([image_path, json.dumps(objects)])
+                written += 1
+    return written

@@ -1,6 +1,7 @@
 """`dualsight evaluate`: how far to trust a model on given data, per group, under degradations, calibrated."""
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,6 +268,29 @@ def evaluate(predictor, examples, perturbations: list[tuple[str, float]], group_
         result["raw_logits"] = logits["clean"].tolist()
         result["labels"] = labels.tolist()
     return result
+
+
+def passes_folder(folder, model: str, data: list[str], split: str, examples, resume: bool = False) -> Path:
+    """
+    The folder where `dualsight evaluate` keeps each finished pass ([`score_passes`]), with a record of the run it
+    belongs to (`run.json`: model, data, split and images): emptied for a new run, kept for `resume` when the record
+    matches.
+
+    Raises:
+        `ValueError`: `resume` and the folder holds the passes of another model, data or split.
+    """
+    folder = Path(folder)
+    run = {"model": str(Path(model).resolve()), "data": [str(Path(item).resolve()) for item in data],
+           "split": split, "images": [str(image) for image in examples.with_format(None)["image"]]}
+    recorded = folder / "run.json"
+    if resume and recorded.exists() and json.loads(recorded.read_text()) != run:
+        raise ValueError(f"{folder} holds passes of another model, data or split; run without --resume to start "
+                         "again")
+    if not resume and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(run))
+    return folder
 
 
 def score_passes(predictor, examples, passes: dict, passes_dir=None, progress: bool = True) -> dict:

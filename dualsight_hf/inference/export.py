@@ -51,3 +51,31 @@ def export_onnx(model, path, image_size: tuple[int, int] = (224, 224), opset: in
     torch.onnx.export(wrapper, dummies, str(path), input_names=inputs, output_names=names,
                       dynamic_axes={**axes, **{n: {0: "batch"} for n in names}}, opset_version=opset, dynamo=False)
     return path
+
+
+def export_model(name_or_path: str, path, opset: int = 17) -> tuple[Path, str]:
+    """
+    Export a model folder or Hub id (see [`export_onnx`]) at the input size its image processor makes.
+
+    Args:
+        name_or_path (`str`): the model.
+        path (`str` or `Path`): the `.onnx` file to write.
+        opset (`int`, *optional*, defaults to 17): ONNX opset.
+
+    Returns:
+        `(path, inputs)`: the written file, and its inputs in words
+        (`"pixel_values: batch x 3 x 224 x 224; artifact_values: batch x crops x 3 x 64 x 64"`).
+    """
+    from ..models.loading import load_image_processor, load_model
+
+    processor = load_image_processor(name_or_path)
+    semantic = getattr(processor, "semantic", processor)  # DualSightImageProcessor wraps the backbone's own
+    crop = getattr(semantic, "crop_size", None) or semantic.size
+    size = (crop.height, crop.width) if getattr(crop, "height", None) else (crop.shortest_edge, crop.shortest_edge)
+    model = load_model(name_or_path)
+    written = export_onnx(model, path, size, opset)
+    inputs = f"pixel_values: batch x 3 x {size[0]} x {size[1]}"
+    if model.config.artifact_stream:
+        side = model.config.artifact_stream["crop_size"]
+        inputs += f"; artifact_values: batch x crops x 3 x {side} x {side}"
+    return written, inputs

@@ -175,3 +175,12 @@ def merge_shards(output: Path, world_size: int, output_format: str, previous: li
         shard_path(output, rank, world_size).unlink()
         done[rank].unlink()
     return merged
+
+
+def output_format_for(output: str | None, explicit: str | None = None) -> str:
+    """The output format: `explicit` when given, else from the suffix of `output` (`.jsonl`, `.json`, `.csv`), else
+    `table`."""
+    if explicit:
+        return explicit
+    suffix = Path(output).suffix.lower() if output else ""
+    return {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(suffix, "table")
