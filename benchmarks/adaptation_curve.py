@@ -37,7 +37,6 @@ import datasets
 
 from dualsight_hf import MOBILE_MODEL_DIR
 from dualsight_hf.evaluation.evaluate import EvaluationData
-from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.models.loading import load_model
 from dualsight_hf.training.adaptation import REAL_LABEL, adapt, measure, recorded_replay
@@ -46,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
 sys.path.insert(0, str(Path(__file__).parent))
 from leave_one_family_out import FAMILIES, run_dir_name  # noqa: E402
+from readme_blocks import write_marked_block  # noqa: E402
 
 
 def family_manifests(table: datasets.Dataset, config, folder: Path) -> tuple[str, str]:

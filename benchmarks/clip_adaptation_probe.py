@@ -36,11 +36,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from build_clip_model import fit_authenticity, read_feature_cache, split_arrays  # noqa: E402
 from leave_one_family_out import FAMILIES  # noqa: E402
+from readme_blocks import write_marked_block  # noqa: E402
 
 from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig  # noqa: E402
 from dualsight_hf.evaluation.evaluate import EvaluationData  # noqa: E402
 from dualsight_hf.evaluation.metrics import authenticity_metrics  # noqa: E402
-from dualsight_hf.hub import write_marked_block  # noqa: E402
 from dualsight_hf.machine import describe_machine, machine_line  # noqa: E402
 
 SHOTS = (8, 32, 128)

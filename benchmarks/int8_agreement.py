@@ -13,12 +13,12 @@ kernels differ between CPUs (AVX512-VNNI, AMX, ...), and so do the decisions int
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
 from dualsight_hf.evaluation.evaluate import EvaluationData
-from dualsight_hf.hub import write_marked_block
 from dualsight_hf.inference.precision import (
     MAX_AUROC_DIFFERENCE,
     MIN_DECISION_AGREEMENT,
@@ -27,6 +27,9 @@ from dualsight_hf.inference.precision import (
 )
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.models.images import image_source, load_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # readme_blocks, beside this script
+from readme_blocks import write_marked_block  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 REPO = Path(__file__).resolve().parents[1]

@@ -33,8 +33,10 @@ from pathlib import Path
 import yaml
 
 from dualsight_hf.evaluation.report import leave_one_family_out_markdown
-from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # readme_blocks, beside this script
+from readme_blocks import write_marked_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: generator family -> the sources (manifest `source` values) that hold it
@@ -46,12 +48,12 @@ FAMILIES = {
     "SD 1.x vs COCO": "diffusiondb-vs-coco",
     "DDPM": "ddpm-edit_detect",
 }
+
 VARIANTS = {  # changes to the recipe; None removes a setting
     "plain": {"balance_by": None, "jpeg_p": 0.2, "blur_p": 0.1},
     "balanced": {"balance_by": "source", "jpeg_p": 0.2, "blur_p": 0.1},
     "balanced-robust": {"balance_by": "source", "jpeg_p": 0.5, "blur_p": 0.5},
 }
-
 
 
 def run_settings(recipe: dict, variant: str, sources: str, epochs: float, limits: dict, run_dir: Path) -> dict:

@@ -36,12 +36,14 @@ from PIL import Image
 from transformers import ImageClassificationPipeline, ResNetConfig, pipeline
 
 from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig, DualSightForImageClassification, load_model
-from dualsight_hf.hub import write_marked_block
 from dualsight_hf.inference.predictor import Predictor, PreprocessedInputs, iter_inputs
 from dualsight_hf.inference.results import ResultWriter
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.models.image_processing import image_processor_for_backbone
 from dualsight_hf.models.loading import load_image_processor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # readme_blocks, beside this script
+from readme_blocks import write_marked_block  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -142,6 +144,7 @@ def peak_memory_mb(model_dir: Path, images: Path, batch_size: int, scratch: Path
     result = subprocess.run([sys.executable, "-c", code, "predict", str(images), "--model", str(model_dir),
                              "--batch-size", str(batch_size), "--output", str(scratch / "memory.jsonl")],
                             capture_output=True, text=True, check=True)
+
     return int(result.stdout.strip().splitlines()[-1]) / 1024  # kilobytes
 
 

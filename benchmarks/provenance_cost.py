@@ -17,15 +17,18 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from dualsight_hf.hub import write_marked_block
 from dualsight_hf.inference.predictor import Predictor
 from dualsight_hf.inference.provenance import c2pa_available, read_provenance
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # readme_blocks, beside this script
+from readme_blocks import write_marked_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")

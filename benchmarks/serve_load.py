@@ -29,10 +29,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from dualsight_hf.hub import write_marked_block
 from dualsight_hf.inference.predictor import Predictor
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
 from dualsight_hf.serve.history import History
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # readme_blocks, beside this script
+from readme_blocks import write_marked_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")

@@ -28,8 +28,10 @@ from pathlib import Path
 
 from dualsight_hf.data.degradations import DEFAULT_LEVELS
 from dualsight_hf.evaluation.evaluate import QUICK_PERTURBATIONS
-from dualsight_hf.hub import write_marked_block
 from dualsight_hf.machine import describe_machine, machine_line, machine_slug
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # readme_blocks, beside this script
+from readme_blocks import write_marked_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
@@ -90,6 +92,7 @@ def markdown(report: dict) -> str:
         lines += [f"| `dualsight evaluate --quick`, {evaluation['images']} test images x {evaluation['quick_passes']} "
                   f"passes | {evaluation['quick_seconds'] / 60:.1f} min |",
                   f"| the full `dualsight evaluate` ({evaluation['full_passes']} passes), estimated from the same "
+
                   f"rate | {evaluation['full_estimate_seconds'] / 60:.1f} min |"]
     lines.append("\ntorchao " + ("is" if startup["torchao_installed"] else "is not") + " installed here; transformers "
                  "imports it whenever it is (the `int8` and `test` extras), which adds to every start.")

@@ -71,17 +71,6 @@ def precision_markdown(model_dir) -> str:
             "this model.\n")
 
 
-def write_marked_block(path, name: str, text: str) -> None:
-    """Replace what stands between `<!-- name:start -->` and `<!-- name:end -->` in a Markdown file."""
-    path = Path(path)
-    content = path.read_text()
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start not in content or end not in content:
-        raise ValueError(f"{path}: no {start} ... {end} block")
-    head, rest = content.split(start, 1)
-    path.write_text(head + start + "\n" + text.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
-
-
 def remote_code_files() -> list[str]:
     """
     The code files that `save_pretrained` writes beside a DualSight model (and so a Hub repository of one holds):

@@ -70,7 +70,7 @@ from dualsight_hf.evaluation.evaluate import (
 )
 from dualsight_hf.evaluation.metrics import authenticity_metrics, object_metrics
 from dualsight_hf.evaluation.report import write_report
-from dualsight_hf.hub import build_model_card, precision_markdown, write_marked_block
+from dualsight_hf.hub import build_model_card, precision_markdown
 from dualsight_hf.inference.precision import choose_inference_dtype
 from dualsight_hf.inference.predictor import Predictor
 from dualsight_hf.inference.results import PredictionResult, write_table
@@ -97,6 +97,7 @@ from dualsight_hf.training.linear_heads import fit_logistic, set_authenticity_we
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from leave_one_family_out import FAMILIES  # noqa: E402
+from readme_blocks import write_marked_block  # noqa: E402
 
 FEATURE_LAYERS = (4, 6, 8, 10)
 AUTHENTICITY_C_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)

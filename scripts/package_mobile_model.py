@@ -13,6 +13,7 @@ README.md's result blocks, the example predictions included.
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 
 from dualsight_hf import MOBILE_MODEL_DIR
@@ -20,18 +21,15 @@ from dualsight_hf.data.degradations import DEFAULT_LEVELS, parse_perturbation
 from dualsight_hf.evaluation.calibration import calibrate_model
 from dualsight_hf.evaluation.evaluate import EvaluationData, default_device_predictor, evaluate
 from dualsight_hf.evaluation.report import leave_one_family_out_markdown, write_report
-from dualsight_hf.hub import (
-    build_model_card,
-    precision_markdown,
-    results_markdown,
-    stage_repo_folder,
-    write_marked_block,
-)
+from dualsight_hf.hub import build_model_card, precision_markdown, results_markdown, stage_repo_folder
 from dualsight_hf.inference.precision import choose_inference_dtype
 from dualsight_hf.inference.predictor import Predictor
 from dualsight_hf.inference.results import write_table
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from readme_blocks import write_marked_block  # noqa: E402
+
 REPO_ID = "dualsight-hf/dualsight-mobilenetv2-real-vs-ai"
 CARD = {"base_model": "google/mobilenet_v2_1.0_224", "dataset_name": "real-vs-ai test split"}
 UNCERTAIN_BAND = 0.1
