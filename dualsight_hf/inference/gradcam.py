@@ -53,7 +53,7 @@ def grad_cam(model, inputs: dict[str, torch.Tensor], target_class: int) -> np.nd
     weights = grads.mean(dim=(1, 2))
     cam = torch.relu((weights[:, None, None] * hidden).sum(0))
     cam = cam / cam.max() if cam.max() > 0 else cam
-    return cam.numpy()
+    return cam.cpu().numpy()
 
 
 def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
