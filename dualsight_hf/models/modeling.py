@@ -248,15 +248,14 @@ class DualSightModel(DualSightPreTrainedModel):
     Example:
 
     ```python
-    >>> import torch
-    >>> from transformers import ResNetConfig
-    >>> from dualsight_hf import DualSightConfig
-    >>> from dualsight_hf.models.modeling import DualSightModel
+    >>> from transformers import AutoImageProcessor, AutoModel
+    >>> from dualsight_hf import MOBILE_MODEL_DIR, load_image
 
-    >>> config = DualSightConfig(backbone_config=ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
-    >>> outputs = DualSightModel(config)(torch.randn(2, 3, 64, 64))
-    >>> outputs.pooler_output.shape
-    torch.Size([2, 16])
+    >>> model = AutoModel.from_pretrained(MOBILE_MODEL_DIR)  # a DualSightModel: the mobile model without its heads
+    >>> processor = AutoImageProcessor.from_pretrained(MOBILE_MODEL_DIR)
+    >>> outputs = model(**processor(load_image("examples/real/chelsea.png"), return_tensors="pt"))
+    >>> outputs.pooler_output.shape, outputs.artifact_features.shape  # one row of artifact features per crop
+    (torch.Size([1, 1280]), torch.Size([1, 9, 128]))
     ```
     """
 
