@@ -1,11 +1,10 @@
-"""Batch prediction over files, folders, path lists and datasets: the engine behind `dualsight predict`.
+"""The `Predictor`: from images (files, folders, path lists, datasets, images in memory) to answers, in batches.
 
 Inputs stream through a `torch.utils.data.DataLoader`: worker processes read and preprocess images while the model
-runs (on machines with two cores or fewer, threads read each batch between forward passes instead), the queue between
-them is bounded (`prefetch_factor`), and results are written as they come, so memory does not grow with the number of
-images. With several processes (`--num-processes N`, or `accelerate launch` / `torchrun`, read from `RANK` /
-`WORLD_SIZE`), each takes every N-th input and writes a shard; rank 0 merges the shards into one output with no
-duplicates and no gaps.
+runs (on machines with two cores or fewer, threads read each batch between forward passes instead), and the queue
+between them is bounded (`prefetch_factor`), so memory does not grow with the number of images. With several
+processes (`--num-processes N`, or `accelerate launch` / `torchrun`, read from `RANK` / `WORLD_SIZE`), each takes
+every N-th input; writing the results and merging the ranks' shards is `runs`' part.
 """
 
 import itertools
@@ -312,10 +311,11 @@ class Predictor:
     def batches(self, inputs, bar, rank: int = 0, world_size: int = 1, skip: frozenset = frozenset(),
                 provenance: bool = False, num_workers: int | None = None):
         """
-        The one inference loop, behind [`Predictor.stream`] and [`Predictor.logits`] (so behind `predict`,
-        `evaluate`, `calibrate`, `check-precision`, `adapt`, the service's batches and the benchmarks): images are
-        read and prepared ahead of the model (worker processes, or threads between forward passes), and each batch
-        of them goes through [`Predictor.forward`].
+        The inference loop over a stream of inputs, behind [`Predictor.stream`] (`predict`) and
+        [`Predictor.logits`] (`evaluate`, `calibrate`, `check-precision`, `adapt`): images are read and prepared
+        ahead of the model (worker processes, or threads between forward passes), and each batch of them goes
+        through [`Predictor.forward`]. Callers that hold their batch already (the service's micro-batches, the
+        demo) call [`Predictor.score`]: the same `prepare`, `forward` and decisions ([`Predictor.answers`]).
 
         Args:
             inputs (`Callable[[], Iterable]`): makes the `(key, source)` stream (see [`PreprocessedInputs`]).
@@ -376,21 +376,25 @@ class Predictor:
         Args:
             images (`Iterable`): `PIL.Image.Image`s, files or bytes (see `images.load_image`); read once, lazily.
             bar (`tqdm.tqdm`, *optional*): a bar to advance (one shared by several passes); by default one of
-                this call's own, named `description`.
+                this call's own.
+            description (`str`, *optional*, defaults to `"scoring"`): the name of this call's own bar.
 
         Raises:
             `ImageLoadError`: an image cannot be read (evaluation data is checked beforehand, see
             `sources.drop_unreadable`).
         """
         own_bar = bar is None
-        bar = tqdm(desc=description, unit="img", leave=False) if own_bar else bar
+        total = len(images) if hasattr(images, "__len__") else None
+        bar = tqdm(total=total, desc=description, unit="img", leave=False) if own_bar else bar
+        # a file is named by its path in an error, an image in memory by its position
+        keyed = lambda: ((str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}", image)  # noqa: E731
+                         for index, image in enumerate(images))
         rows = []
         try:
-            for items, logits, _ in self.batches(lambda: ((str(index), image) for index, image in enumerate(images)),
-                                                 bar, num_workers=0):
-                error = next((item[3] for item in items if item[3] is not None), None)
-                if error is not None:
-                    raise ImageLoadError(error)
+            for items, logits, _ in self.batches(keyed, bar, num_workers=0):
+                failed = next((item for item in items if item[3] is not None), None)
+                if failed is not None:  # (index, key, prepared, "key: cause", evidence)
+                    raise ImageLoadError(failed[1], failed[3].removeprefix(f"{failed[1]}: "))
                 rows.append(logits.numpy())
         finally:
             if own_bar:

@@ -403,8 +403,9 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        # Checkpoints in the layout from before `DualSightModel` load as they are (`LEGACY_KEY_MAPPING`).
-        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        # Checkpoints in the layout from before `DualSightModel` load as they are (`LEGACY_KEY_MAPPING`), beside a
+        # caller's own key mapping.
+        kwargs["key_mapping"] = {**LEGACY_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
         model = super().from_pretrained(*args, **kwargs)
         # Loading materialises fresh parameters (requires_grad=True): freeze again what the config freezes.
         model.apply_freezing()
@@ -628,8 +629,8 @@ class DualSightForImageClassification(DualSightPreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus the `auto_map` entry of `AutoModel` ([`DualSightModel`]), the
         `custom_pipelines` entry that lets `pipeline("image-classification", model=..., trust_remote_code=True)` build
         the DualSight pipeline from the saved code (`pipeline.py` is copied beside `modeling.py` as one of its
-        imports), and the model's `image_processor` when it has one (a model made by `from_backbone` carries its backbone's), so that the
-        folder loads with `load_pipeline` and `AutoImageProcessor` as it is."""
+        imports), and the model's `image_processor` when it has one (a model made by `from_backbone` carries its
+        backbone's), so that the folder loads with `load_pipeline` and `AutoImageProcessor` as it is."""
         if self.image_processor is not None and kwargs.get("is_main_process", True):
             self.image_processor.save_pretrained(save_directory)
         # `AutoModel` of the saved folder (remote code) gives the headless model, as the package's registry does

@@ -274,3 +274,30 @@ def test_an_interrupted_resume_keeps_the_earlier_json(tiny_model_dir, many_image
 def test_resume_needs_a_readable_output_format(tiny_model_dir, many_images):
     with pytest.raises(SystemExit, match="--resume needs --output in jsonl, csv or json"):
         main(["predict", str(many_images), "--model", str(tiny_model_dir), "--resume"])
+
+
+def test_logits_are_those_of_score_in_order_and_name_an_unreadable_file(predictor, many_images, tmp_path):
+    """`Predictor.logits` goes through the same loop as `predict`: a generator of images and files gives the
+    logits `score` decides on, in input order, the bar counts every image, and an unreadable file is named."""
+    from dualsight_hf import ImageLoadError, load_image
+    from dualsight_hf.models.pipeline import authenticity_probabilities
+
+    class Bar:
+        n = 0
+
+        def update(self, count):
+            self.n += count
+
+    files = sorted(many_images.iterdir())[:5]
+    sources = [load_image(files[0]), *map(str, files[1:])]
+    bar = Bar()
+    logits = predictor.logits((source for source in sources), bar=bar)
+    assert bar.n == 5 and logits.shape == (5, 2)
+    scored = predictor.score([predictor.prepare(source) for source in sources])
+    for row, answer in zip(logits, scored):
+        probabilities = authenticity_probabilities(row, predictor.model.config)
+        assert {entry["label"]: entry["score"] for entry in answer["authenticity"]} == pytest.approx(
+            {predictor.model.config.id2label[i]: p for i, p in enumerate(probabilities)}, abs=1e-6)
+    (tmp_path / "broken.png").write_bytes(b"")
+    with pytest.raises(ImageLoadError, match="broken.png"):
+        predictor.logits([str(files[0]), str(tmp_path / "broken.png")])
