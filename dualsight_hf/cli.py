@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from .inference.provenance import EVIDENCE
@@ -20,6 +20,16 @@ from .models.loading import ModelLoadError
 #: what `--model` takes, for every command that scores with a DualSight model
 MODEL_HELP = ("a model folder or Hub id, or 'mobile' for the bundled MobileNetV2 model (default: the default model, "
               "made once by dualsight build-model)")
+
+
+@contextmanager
+def _needs_extra(extra: str, what: str):
+    """Imports of an optional extra: where one fails, exit with one line saying what to install."""
+    try:
+        yield
+    except ImportError as error:
+        raise SystemExit(f"dualsight: error: {what} needs the {extra} extra ({error}): "
+                         f"pip install dualsight-hf[{extra}]") from None
 
 
 def _add_predict(subparsers):
@@ -271,8 +281,10 @@ def _run_export(args) -> int:
     return 0
 
 
-def _add_evaluation_data(parser):
+def _add_evaluation_data(parser, split: str):
+    """The model, the data and which split of it a command scores (`split`: the default split)."""
     parser.add_argument("--model", default=None, help=MODEL_HELP)
+    parser.add_argument("--split", default=split, choices=("train", "validation", "test", "all"))
     parser.add_argument("--data", required=True, nargs="+", help="image folder, manifest or datasets dataset; "
                                                                  "several are evaluated together")
     parser.add_argument("--validation-size", type=float, default=None)
@@ -297,8 +309,7 @@ def _evaluation_data(args, split: str):
 def _add_evaluate(subparsers):
     parser = subparsers.add_parser("evaluate", help="metrics per group, under degradations, calibration, "
                                                     "uncertain band: a Markdown/JSON/PNG report")
-    _add_evaluation_data(parser)
-    parser.add_argument("--split", default="test", choices=("train", "validation", "test", "all"))
+    _add_evaluation_data(parser, split="test")
     parser.add_argument("--perturb", action="append", default=None, metavar="NAME[:LEVEL,...]",
                         help="degradation and levels, e.g. jpeg:95,75,50 downscale:0.5 resize:0.5 blur:1,2 crop:0.5 "
                              "noise:5 "
@@ -344,8 +355,7 @@ def _run_evaluate(args) -> int:
 def _add_check_precision(subparsers):
     parser = subparsers.add_parser("check-precision", help="does bfloat16, float16 or int8 change the model's "
                                                            "answers on your labelled images? (JSON)")
-    _add_evaluation_data(parser)
-    parser.add_argument("--split", default="validation", choices=("train", "validation", "test", "all"))
+    _add_evaluation_data(parser, split="validation")
     parser.add_argument("--dtype", choices=("bfloat16", "float16", "int8"), default="bfloat16",
                         help="the reduced precision to compare with float32")
     parser.add_argument("--calibration", nargs="+", default=None, metavar="PATH",
@@ -376,8 +386,7 @@ def _run_check_precision(args) -> int:
 def _add_calibrate(subparsers):
     parser = subparsers.add_parser("calibrate", help="fit temperature scaling (and a threshold, an uncertain "
                                                      "band) on a validation split and store them in the model")
-    _add_evaluation_data(parser)
-    parser.add_argument("--split", default="validation", choices=("train", "validation", "test", "all"))
+    _add_evaluation_data(parser, split="validation")
     parser.add_argument("--target-fpr", type=float, default=None, help="choose the decision threshold so that at "
                                                                       "most this fraction of real images is flagged")
     parser.add_argument("--uncertain-band", type=float, default=None, help="store this uncertain band")
@@ -387,7 +396,6 @@ def _add_calibrate(subparsers):
 
 
 def _run_calibrate(args) -> int:
-
     from .evaluation.calibration import calibrate_model
     from .evaluation.evaluate import default_device_predictor
     from .models.default_model import resolve_model
@@ -412,10 +420,10 @@ def _add_demo(subparsers):
 
 
 def _run_demo(args) -> int:
-    try:
+    with _needs_extra("demo", "the demo"):
+        import gradio  # noqa: F401  (imported by the page itself; checked here for the one-line message)
+
         from .demo import launch
-    except ImportError as error:
-        raise SystemExit(f"dualsight: error: the demo needs gradio ({error}): pip install dualsight-hf[demo]")
     launch(args.host, args.port)
     return 0
 
@@ -510,14 +518,11 @@ def _add_serve(subparsers):
 
 
 def _run_serve(args) -> int:
-    try:
+    with _needs_extra("serve", "the service"):
         import uvicorn
 
         from .serve import ServiceSettings, create_app
         from .serve.keys import KeyFileError
-    except ImportError as error:
-        raise SystemExit(f"dualsight: error: the service needs the serve extra ({error}): "
-                         "pip install dualsight-hf[serve]")
     if not args.api_key_file and args.host not in LOOPBACK_HOSTS:
         raise SystemExit(f"dualsight: error: --host {args.host} is reachable from other machines: give "
                          "--api-key-file so that only holders of a key can write")
@@ -549,11 +554,8 @@ def _add_history(subparsers):
 
 
 def _run_history_export(args) -> int:
-    try:
+    with _needs_extra("serve", "the history"):
         from .serve.history import History, HistoryUnavailable
-    except ImportError as error:
-        raise SystemExit(f"dualsight: error: the history needs the serve extra ({error}): "
-                         "pip install dualsight-hf[serve]")
     if "://" not in args.database_url and not Path(args.database_url).is_file():
         raise SystemExit(f"dualsight: error: {args.database_url}: no such history file")
     try:

@@ -108,3 +108,25 @@ def test_predict_evidence_choice(capsys, tiny_model_dir, declared_images, eviden
     else:  # the files' own declarations, without the model
         assert results["signed.jpg"]["label"] == "ai_generated" and results["signed.jpg"]["authenticity"] == []
         assert results["plain.jpg"]["label"] == "uncertain" and results["a1111.png"]["label"] == "uncertain"
+
+
+@pytest.mark.parametrize(("argv", "missing", "extra"), [
+    (["demo"], "gradio", "demo"),
+    (["serve"], "uvicorn", "serve"),
+    (["history", "export"], "sqlalchemy", "serve"),
+])
+def test_a_missing_extra_is_one_line_saying_what_to_install(argv, missing, extra, monkeypatch, capsys):
+    """Without the optional extra a command needs (its module made unimportable here), the command stops with one
+    line naming the extra and the pip command, not a traceback."""
+    import sys
+
+    for name in [name for name in sys.modules if name == missing or name.startswith(f"{missing}.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in [name for name in sys.modules if name.startswith(("dualsight_hf.serve", "dualsight_hf.demo"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` raises ImportError
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    message = str(stopped.value)
+    assert len(message.splitlines()) == 1 and f"needs the {extra} extra" in message
+    assert f"pip install dualsight-hf[{extra}]" in message
