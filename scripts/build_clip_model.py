@@ -114,6 +114,8 @@ UNCERTAIN_BAND = 0.1
 #: fewer positive training images than this: the class keeps a constant (prior) logit
 MIN_OBJECT_POSITIVES = 5
 REPO_ID = f"dualsight-hf/{DEFAULT_MODEL_NAME}"
+#: what the model card says of the licence, the base model and the data of its figures
+CARD = {"license": "mit", "base_model": "openai/clip-vit-base-patch16", "dataset_name": "real-vs-ai test split"}
 #: the build's record, kept in the repository (the model folder is not) so that the README's figures can be checked
 RECORD = REPO / "benchmarks" / "results" / "clip_model.json"
 #: the mobile model's recipe without each family (`benchmarks/leave_one_family_out.py`)
@@ -648,8 +650,7 @@ def write_docs(out: Path, readme: Path | None) -> None:
     record.write_text(json.dumps(results, indent=2))
     RECORD.write_text(json.dumps(results, indent=2))
     (out / "evaluation" / "leave_one_family_out.md").write_text(leave_one_family_out_markdown(results))
-    build_model_card(out, REPO_ID, license="mit", base_model="openai/clip-vit-base-patch16",
-                     dataset_name="real-vs-ai test split").save(out / "README.md")
+    build_model_card(out, REPO_ID, **CARD).save(out / "README.md")
     write_default_model_parts(out)
     if readme is not None:
         write_marked_block(readme, "default-model-results", comparison_markdown(results))

@@ -157,3 +157,15 @@ def test_the_built_folder_is_the_parts_plus_the_tower_and_loads_as_any_dualsight
             assert weights.get_tensor(key).equal(heads.get_tensor(key)), key
     answer = load_pipeline()(str(REPO / "examples" / "real" / "chelsea.png"), head="both")
     assert answer["decision"] == "real"
+
+
+def test_the_shipped_card_is_the_one_the_package_writes_now(built):
+    """The default model's card (`scripts/build_clip_model.py` writes it into the parts): this package's
+    `build_model_card` gives it back word for word from the built folder."""
+    from conftest import load_benchmark
+
+    from dualsight_hf.hub import build_model_card
+
+    script = load_benchmark("build_clip_model", "scripts")
+    card = build_model_card(DEFAULT_MODEL_DIR, script.REPO_ID, **script.CARD)
+    assert str(card) == (DEFAULT_MODEL_PARTS / "README.md").read_text()

@@ -74,6 +74,18 @@ def test_card_and_readme_numbers_come_from_the_run():
     assert report in card and report in readme
 
 
+def test_the_shipped_card_is_the_one_the_package_writes_now():
+    """The card is generated (`scripts/package_mobile_model.py`): this package's `build_model_card` gives it back
+    word for word, so what it says of the code (the remote-code files, the calls) is current."""
+    from conftest import load_benchmark
+
+    from dualsight_hf.hub import build_model_card
+
+    script = load_benchmark("package_mobile_model", "scripts")
+    assert str(build_model_card(MOBILE_MODEL_DIR, script.REPO_ID, **script.CARD)) == \
+        (MOBILE_MODEL_DIR / "README.md").read_text()
+
+
 def test_the_repository_holds_no_code_copies_and_the_staged_folder_runs_as_remote_code(tmp_path):
     """The mobile model's folder holds no copies of the package's modules: the folder `dualsight push` stages gets
     the code files from `save_pretrained` (those `remote_code_files` names, as any saved model does), and loads by
