@@ -1,5 +1,5 @@
-"""Loading a model's image processor, and the normalisation that prediction defers to the device. The processors
-that fit a backbone are made by `image_processing`."""
+"""The rescale and normalise steps that prediction takes out of a model's image processor, to run them once per
+batch on the model's device (the processor itself is loaded by `loading.load_image_processor`)."""
 
 from dataclasses import dataclass
 

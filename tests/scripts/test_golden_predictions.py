@@ -10,9 +10,10 @@ RECORD = REPO / "tests" / "scripts" / "golden_predictions.json"
 
 
 def test_predict_answers_as_recorded_for_the_default_and_mobile_models(monkeypatch):
-    shared_path("data", "real-vs-ai", "manifest.csv")
-    require_default_model()
     golden = load_benchmark("golden_predictions", "scripts")
+    for name in golden.MANIFESTS:
+        shared_path("data", name, "manifest.csv")
+    require_default_model()
     monkeypatch.chdir(REPO)
     record = json.loads(RECORD.read_text())
     assert record["images"] == golden.golden_images()
