@@ -90,6 +90,24 @@ def image_dir(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def many_images(tmp_path) -> Path:
+    """Ten random PNGs and one file that is not an image (`05-broken.jpg`, HTML) in a folder."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(10):
+        random_image(40, 30, seed=i).save(folder / f"{i:02d}.png")
+    (folder / "05-broken.jpg").write_bytes(b"<html>")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def artifact_model_dir(tmp_path_factory) -> Path:
+    """A tiny random DualSight model with an artifact stream (2x2 crops of 16 pixels)."""
+    return save_tiny_model(tmp_path_factory.mktemp("artifact-model"), artifact_stream={"crop_size": 16,
+                                                                                      "crops_per_side": 2})
+
+
 class PostgresServer:
     """A throw-away PostgreSQL server in a temporary folder (Debian's `initdb` / `pg_ctl`), on a Unix socket and a
     free local port; run as the `postgres` user when the tests run as root (PostgreSQL refuses root)."""

@@ -4,13 +4,20 @@ sentence of its card."""
 import json
 
 import pytest
-from conftest import random_image, save_tiny_model
+import torch
+from conftest import REPO, random_image, save_tiny_model, shared_path
 
-from dualsight_hf import DualSightConfig
+from dualsight_hf import MOBILE_MODEL_DIR, DualSightConfig
 from dualsight_hf.evaluation.evaluate import EvaluationData
 from dualsight_hf.hub import precision_markdown
 from dualsight_hf.inference import precision as precision_module
-from dualsight_hf.inference.precision import choose_inference_dtype, reduced_precision_is_safe, scoring_speed
+from dualsight_hf.inference.precision import (
+    choose_inference_dtype,
+    compare_precisions,
+    reduced_precision_is_safe,
+    scoring_speed,
+)
+from dualsight_hf.inference.predictor import Predictor, resolve_dtype
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +66,40 @@ def test_faster_bfloat16_is_used_exactly_when_it_keeps_the_answers(tmp_path, lab
     stored = DualSightConfig.from_pretrained(model_dir).inference_dtype
     assert (stored is None) == reduced_precision_is_safe(record)
     assert record["inference_dtype"] == (stored or "bfloat16 where fast")
+
+
+def shared_split(name: str):
+    """One split of ../shared as the mobile model's training run made it."""
+    shared_path("data")
+    return EvaluationData.of_model(MOBILE_MODEL_DIR, name, root=REPO).load(
+        DualSightConfig.from_pretrained(MOBILE_MODEL_DIR))
+
+
+def test_auto_precision_follows_the_models_recorded_choice(monkeypatch):
+    """`--dtype auto` takes the precision the model recorded (`inference_dtype`, measured by
+    `precision.choose_inference_dtype`), falls back to the machine's rule where it recorded none, and an explicit
+    `--dtype` wins over both."""
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu, "bfloat16") is torch.bfloat16
+    assert resolve_dtype("auto", cpu, "float32") is torch.float32
+    assert resolve_dtype("float32", cpu, "bfloat16") is torch.float32
+    for avx512_bf16, amx, expected in ((False, False, torch.float32), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert resolve_dtype("auto", cpu, None) is expected, (avx512_bf16, amx)
+        assert resolve_dtype("auto", cpu, "float32") is torch.float32  # a recorded choice wins on any CPU
+    monkeypatch.undo()
+    assert Predictor(str(MOBILE_MODEL_DIR)).dtype is torch.float32  # its record: bfloat16 changed its answers
+
+
+def test_the_stored_precision_choice_matches_a_measurement():
+    """The mobile model's `inference_dtype` is float32 because bfloat16 changes its answers on the validation split
+    (depthwise MobileNetV2 layers lose too much in bfloat16), as its precision record says."""
+
+    comparison = compare_precisions(MOBILE_MODEL_DIR, shared_split("validation"))
+    stored = DualSightConfig.from_pretrained(MOBILE_MODEL_DIR).inference_dtype
+    recorded = json.loads((MOBILE_MODEL_DIR / "evaluation" / "precision.json").read_text())
+    assert stored == recorded["inference_dtype"] == "float32"
+    assert not reduced_precision_is_safe(comparison), comparison
+    assert comparison["agreement"] == pytest.approx(recorded["agreement"], abs=0.005)
