@@ -227,3 +227,5 @@ def test_shell_example_runs_as_written(command, tmp_path):
                           if path.suffix in (".jpg", ".png"))
         assert len(examples) == 8
         assert all(name in result.stdout for name in examples), result.stdout
+        # nothing but the command's own summary: no library logs, warnings, load reports or bars (not a terminal)
+        assert result.stderr == "8 scored, 0 failed\n", result.stderr

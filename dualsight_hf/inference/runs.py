@@ -64,7 +64,9 @@ def write_predictions(predictor, inputs, output: Path | None, output_format: str
 
     JSON Lines and CSV are appended to `output` as results come; JSON and the table are written whole at the end
     through a `.partial` file, so a crash loses nothing already written; with several ranks each writes its shard
-    (JSON Lines) and rank 0 merges them. A line per unreadable input goes to standard error.
+    (JSON Lines) and rank 0 merges them. A line per unreadable input goes to standard error, and so does the
+    progress bar where standard error is a terminal (a log file gets no bar), unless the results themselves stream
+    onto that terminal (JSON Lines or CSV on standard output), where a bar would garble them.
 
     Args:
         predictor ([`Predictor`]): the model and its settings.
@@ -79,7 +81,8 @@ def write_predictions(predictor, inputs, output: Path | None, output_format: str
     """
     previous = read_results(output, output_format) if resume else []
     skip = frozenset(r.path for r in previous)
-    progress = rank == 0 and (output is not None or not sys.stdout.isatty())
+    streams_to_terminal = output is None and output_format in ("jsonl", "csv") and sys.stdout.isatty()
+    progress = rank == 0 and sys.stderr.isatty() and not streams_to_terminal
     if world_size > 1:
         target, target_format, append = shard_path(output, rank, world_size), "jsonl", False
     elif output is not None and output_format in ("jsonl", "csv"):

@@ -129,3 +129,20 @@ def test_an_interrupted_resume_keeps_the_earlier_json(tiny_model_dir, many_image
 def test_resume_needs_a_readable_output_format(tiny_model_dir, many_images):
     with pytest.raises(SystemExit, match="--resume needs --output in jsonl, csv or json"):
         main(["predict", str(many_images), "--model", str(tiny_model_dir), "--resume"])
+
+
+@pytest.mark.parametrize("stderr_terminal, output_format, to_file, bar", [
+    (True, "table", False, True),   # the table comes at the end: the bar shows meanwhile
+    (True, "jsonl", False, False),  # results stream onto the terminal: a bar would garble them
+    (True, "jsonl", True, True),
+    (False, "table", False, False),  # a log file gets no bar
+])
+def test_a_progress_bar_only_on_a_terminal_and_never_across_streamed_results(
+        capsys, monkeypatch, tiny_model_dir, image_dir, tmp_path, stderr_terminal, output_format, to_file, bar):
+    predictor = Predictor(str(tiny_model_dir), batch_size=2, num_workers=0, evidence="pixels")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: stderr_terminal)
+    output = tmp_path / f"results.{output_format}" if to_file else None
+    run = write_predictions(predictor, lambda: iter_inputs([str(image_dir)]), output, output_format)
+    assert run.scored == 3
+    assert ("predicting" in capsys.readouterr().err) is bar
