@@ -130,3 +130,22 @@ def test_a_missing_extra_is_one_line_saying_what_to_install(argv, missing, extra
     message = str(stopped.value)
     assert len(message.splitlines()) == 1 and f"needs the {extra} extra" in message
     assert f"pip install dualsight-hf[{extra}]" in message
+
+
+#: optional or heavy libraries that a `dualsight predict` run has no use for: each costs start-up time
+NOT_IMPORTED_BY_PREDICT = ("gradio", "matplotlib", "onnx", "onnxruntime", "datasets", "fastapi", "sqlalchemy",
+                           "sklearn", "pandas", "c2pa")
+
+
+def test_predict_imports_no_optional_library(tiny_model_dir, image_dir):
+    """What keeps `dualsight predict` starting fast: none of the libraries of the other commands and extras is
+    imported on its way (they are imported where they are used)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom dualsight_hf.cli import main\n"
+              f"main(['predict', {str(image_dir)!r}, '--model', {str(tiny_model_dir)!r}, '--format', 'json'])\n"
+              f"print([name for name in {NOT_IMPORTED_BY_PREDICT!r} if name in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-500:]
