@@ -61,7 +61,7 @@ provenance-cost: setup-all
 adaptation-curve: setup-all
 	$(BIN)/python benchmarks/adaptation_curve.py --readme README.md
 
-## Refit the default model's heads on ../shared (features cached in .cache/clip-model; about 70 minutes without the
+## Refit the default model's heads on ../shared (features cached in ~/.cache/dualsight/clip-model-build; about 70 minutes without the
 ## cache) and measure it: writes dualsight_hf/default_model_parts, its card and README.md's blocks, then makes the
 ## built model from those parts as a user's machine does.
 fit-default-model: setup-all

@@ -14,7 +14,7 @@ For each generator family of `../shared/data` (`leave_one_family_out.FAMILIES`):
 4. measured: AUROC and balanced accuracy on the held-back half, the largest AUROC drop on another family's test rows
    (forgetting), the false-positive rate on the other families' real test photos, and the refit's wall time.
 
-It reads the feature cache of `make fit-default-model` (`.cache/clip-model/features.npz`): no image is decoded and the
+It reads the feature cache of `make fit-default-model` (`~/.cache/dualsight/clip-model-build/features.npz`): no image is decoded and the
 shipped models are not changed. Results: `benchmarks/results/clip_adaptation_probe.json` and, with `--readme`, the
 README's `clip-adaptation-probe` block.
 
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from build_clip_model import fit_authenticity, read_feature_cache, split_arrays  # noqa: E402
+from build_clip_model import WORK, fit_authenticity, read_feature_cache, split_arrays  # noqa: E402
 from leave_one_family_out import FAMILIES  # noqa: E402
 from readme_blocks import write_marked_block  # noqa: E402
 
@@ -148,7 +148,7 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", default=str(REPO / ".cache" / "clip-model" / "features.npz"),
+    parser.add_argument("--features", default=str(WORK / "features.npz"),
                         help="the feature cache that `make fit-default-model` writes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--readme", help="write the table into this Markdown file's clip-adaptation-probe block")

