@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 from dualsight_hf import DualSightConfig, DualSightForImageClassification
 from dualsight_hf.data.augmentation import AugmentationSettings, augment
 from dualsight_hf.data.degradations import degrade
-from dualsight_hf.data.split import split_examples, write_split_record
+from dualsight_hf.data.split import split_examples, stratum_weights, write_split_record
 from dualsight_hf.evaluation.calibration import fit_temperature
 from dualsight_hf.evaluation.evaluate import (
     QUICK_PERTURBATIONS,
@@ -141,32 +141,46 @@ class TrainingImages:
     copies of each (`DEGRADED_VIEW`, same label), and with `aligned_pairs`, the round trip of each real training image
     through the TAEF2 autoencoder (`AUTOENCODER`), labelled AI-generated: the same content, a decoder's fingerprint;
     the round trips get as many degraded copies, so that clean and degraded images are shared alike by both
-    classes (clean round trips alone teach "clean means AI-generated": the shortcut check caught it)."""
+    classes (clean round trips alone teach "clean means AI-generated": the shortcut check caught it). With
+    `balanced`, every (source, label) stratum of the fit's rows weighs the same (`split.stratum_weights`): the
+    2,000 CIFAKE images then count no more than the 28 of a small source, so that no one family's look becomes
+    what "AI-generated" means."""
 
     degraded_views: int = 0
     aligned_pairs: bool = False
+    balanced: bool = False
+
+    OPTIONS = ("aligned", "balanced")
 
     @classmethod
     def parse(cls, text: str) -> "TrainingImages":
-        """`"1"` (one degraded copy) or `"1+aligned"` (and aligned pairs)."""
-        views, _, aligned = text.strip().partition("+")
-        if not views.isdigit() or aligned not in ("", "aligned"):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected N or N+aligned (N degraded copies per image)")
-        return cls(int(views), aligned == "aligned")
+        """`"1"` (one degraded copy), `"1+aligned"` (and aligned pairs), `"1+aligned+balanced"` (and strata
+        weighed alike)."""
+        views, *options = text.strip().split("+")
+        if not views.isdigit() or not set(options) <= set(cls.OPTIONS) or len(set(options)) < len(options):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected N, then any of +aligned, +balanced (N degraded "
+                                             "copies per image)")
+        return cls(int(views), "aligned" in options, "balanced" in options)
 
     @classmethod
     def of_recipe(cls, recipe: dict) -> "TrainingImages":
         """The choice a build record's `recipe` holds."""
-        return cls(recipe["degraded_views"], recipe.get("aligned_pairs", False))
+        return cls(recipe["degraded_views"], recipe.get("aligned_pairs", False), recipe.get("balanced", False))
 
     @property
     def name(self) -> str:
         copies = f"{self.degraded_views} degraded {'copy' if self.degraded_views == 1 else 'copies'}"
-        return copies + (" + aligned pairs" if self.aligned_pairs else "")
+        return copies + (" + aligned pairs" if self.aligned_pairs else "") + (
+            " + balanced by source and class" if self.balanced else "")
+
+    def weights(self, arrays: dict) -> np.ndarray | None:
+        """The fit's row weights for `arrays` (from [`split_arrays`]): `None` (all alike) unless `balanced`."""
+        return np.asarray(stratum_weights(list(zip(arrays["source"], arrays["y"])))) if self.balanced else None
 
 
 #: the training images compared by `leave_one_family_out` (`--training-images`)
-TRAINING_IMAGES_CHOICES = tuple(TrainingImages(views, aligned) for aligned in (False, True) for views in (0, 1))
+TRAINING_IMAGES_CHOICES = tuple(TrainingImages(views, aligned, balanced) for balanced in (False, True)
+                                for aligned in (False, True) for views in (0, 1))
 
 
 def view_key(path: str, view: int) -> str:
@@ -314,13 +328,14 @@ class LinearFit:
     settings: dict
 
 
-def fit_authenticity(x_train, y_train, x_val, y_val) -> LinearFit:
-    """C by validation AUROC, then the bias moved to the threshold of best validation accuracy."""
+def fit_authenticity(x_train, y_train, x_val, y_val, sample_weight=None) -> LinearFit:
+    """C by validation AUROC, then the bias moved to the threshold of best validation accuracy; `sample_weight`
+    weighs the training rows (see [`TrainingImages.weights`])."""
     from sklearn.metrics import roc_auc_score
 
     best = None
     for c in AUTHENTICITY_C_GRID:
-        weight, bias = fit_logistic(x_train, y_train, c)
+        weight, bias = fit_logistic(x_train, y_train, c, sample_weight)
         z = x_val @ weight + bias
         auroc = roc_auc_score(y_val, z)
         if best is None or auroc > best[0]:
@@ -423,7 +438,7 @@ def leave_one_family_out(everything, base, features: dict, images: TrainingImage
                                "source", sources)
         train, validation = split_arrays(parts["train"], features, images), split_arrays(parts["validation"], features)
         test = split_arrays(parts["test"], features)
-        fit = fit_authenticity(train["x"], train["y"], validation["x"], validation["y"])
+        fit = fit_authenticity(train["x"], train["y"], validation["x"], validation["y"], images.weights(train))
         held_out = logits_metrics(test["x"] @ fit.weight + fit.bias, test["y"])
         runs[family] = {"sources": sources, "C": fit.settings["C"],
                         "validation_auroc": fit.settings["validation_auroc"],
@@ -448,9 +463,10 @@ def main(argv=None) -> int:
                         default=None,
                         help="comma-separated candidates for what the authenticity head learns from besides the "
                              "training images: N degraded copies of each (DEGRADED_VIEW), +aligned for the "
-                             "autoencoder round trips of the real ones (e.g. 0,1,1+aligned); the one of best mean "
-                             "leave-one-family-out AUROC is used (default: all of 0,1,0+aligned,1+aligned); with "
-                             "--holdout, one (default: the shipped default model's choice)")
+                             "autoencoder round trips of the real ones, +balanced to weigh every source and class "
+                             "alike (e.g. 0,1,1+aligned,1+aligned+balanced); the one of best mean "
+                             "leave-one-family-out AUROC is used (default: all eight of 0 and 1, with and without "
+                             "each option); with --holdout, one (default: the shipped default model's choice)")
     parser.add_argument("--docs-only", action="store_true", help="only write the model card (and --readme) from "
                                                                 "what the model folder already holds")
     args = parser.parse_args(argv)
@@ -497,7 +513,8 @@ def build(args) -> None:
     fits = {}
     for candidate in choices:
         train = split_arrays(splits["train"], features, candidate)
-        fits[candidate] = fit_authenticity(train["x"], train["y"], data["validation"]["x"], data["validation"]["y"])
+        fits[candidate] = fit_authenticity(train["x"], train["y"], data["validation"]["x"], data["validation"]["y"],
+                                           candidate.weights(train))
     generalisation, gaps = {}, {}
     if not args.holdout:  # by generalisation to families its fit never saw, among those that do not key on format
         everything = dataclasses.replace(base, split="all").load(model.config)
@@ -523,7 +540,7 @@ def build(args) -> None:
               "backbone": f"{WHEEL} clip_encoder.int8.onnx, dequantised to float32, blocks 1-10",
               "backbone_feature_layers": list(FEATURE_LAYERS),
               "degraded_views": images.degraded_views, "degraded_view": dataclasses.asdict(DEGRADED_VIEW),
-              "aligned_pairs": images.aligned_pairs,
+              "aligned_pairs": images.aligned_pairs, "balanced": images.balanced,
               "authenticity_head": authenticity.settings, "object_heads": objects.settings,
               "temperature": model.config.temperature, "uncertain_band": UNCERTAIN_BAND}
     validation = authenticity_metrics(validation_logits, data["validation"]["y"])
@@ -593,6 +610,8 @@ def training_images_clause(recipe: dict) -> str:
         clause += (", and the round trip of each real one through the TAEF2 autoencoder"
                    + (" with as many degraded copies" if images.degraded_views else "")
                    + ", labelled AI-generated (aligned pairs)")
+    if images.balanced:
+        clause += ", every source and class weighing the same in the fit"
     return clause
 
 

@@ -3,6 +3,7 @@ model (`write_split_record`, `split.json`) and read back by every later step (`s
 sampling weights that balance the training split over its strata.
 """
 
+import collections
 import hashlib
 import json
 import os
@@ -152,8 +153,26 @@ def balancing_weights(table: datasets.Dataset, balance_by: str | None) -> list[f
     if balance_by is not None and balance_by not in table.column_names:
         raise DataSourceError(f"no column '{balance_by}' to balance the training examples by")
     plain = table.with_format(None)
-    keys = plain["label"] if balance_by is None else list(zip(plain[balance_by], plain["label"]))
-    sizes = {}
-    for key in keys:
-        sizes[key] = sizes.get(key, 0) + 1
-    return [1.0 / sizes[key] / len(sizes) for key in keys]
+    return stratum_weights(plain["label"] if balance_by is None else list(zip(plain[balance_by], plain["label"])))
+
+
+def stratum_weights(strata: list) -> list[float]:
+    """
+    One weight per item that gives every stratum the same total: 1 / (its stratum's size) / (the number of strata).
+
+    Args:
+        strata (`list`): each item's stratum (any hashable value, e.g. a `(source, label)` pair).
+
+    Returns:
+        `list[float]`: one weight per item, summing to 1.
+
+    Example:
+
+    ```python
+    >>> from dualsight_hf.data.split import stratum_weights
+    >>> stratum_weights([("a", 0), ("a", 0), ("a", 0), ("b", 1)])
+    [0.16666666666666666, 0.16666666666666666, 0.16666666666666666, 0.5]
+    ```
+    """
+    sizes = collections.Counter(strata)
+    return [1.0 / sizes[stratum] / len(sizes) for stratum in strata]

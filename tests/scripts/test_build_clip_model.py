@@ -171,12 +171,41 @@ def test_the_shortcut_gap_sees_a_head_that_keys_on_compression(tmp_path):
 
 def test_training_images_candidates_parse_and_name_themselves():
     assert build.TrainingImages.parse("1+aligned") == build.TrainingImages(1, True)
+    assert build.TrainingImages.parse("1+balanced+aligned") == build.TrainingImages(1, True, True)
     assert build.TrainingImages.parse(" 0") == build.TrainingImages()
     assert build.TrainingImages(1, True).name == "1 degraded copy + aligned pairs"
+    assert build.TrainingImages(0, False, True).name == "0 degraded copies + balanced by source and class"
     assert build.TrainingImages(2).name == "2 degraded copies"
-    for text in ("one", "1+pairs", "+aligned"):
-        with pytest.raises(argparse.ArgumentTypeError, match="expected N or N\\+aligned"):
+    assert build.TrainingImages.of_recipe({"degraded_views": 1, "aligned_pairs": True}) == build.TrainingImages(1, True)
+    for text in ("one", "1+pairs", "+aligned", "1+aligned+aligned"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected N, then any of"):
             build.TrainingImages.parse(text)
+
+
+def test_a_balanced_fit_weighs_every_source_and_class_alike_and_learns_the_small_source():
+    """With `balanced`, each (source, label) stratum carries the same total weight, so a small source whose images
+    tell their class another way than the large one's is learned rather than drowned."""
+    rng = np.random.default_rng(0)
+    sources = np.array(["large"] * 400 + ["small"] * 40)
+    y = np.tile([0, 1], 220)
+    x = rng.normal(0, 1, (440, 2))
+    x[sources == "large", 0] += 1.5 * y[sources == "large"]  # the large source: feature 0 tells
+    x[sources == "small", 1] += 3.0 * y[sources == "small"]  # the small one: feature 1, and 0 says the opposite
+    x[sources == "small", 0] -= 1.5 * y[sources == "small"]
+    arrays = {"x": x, "y": y, "source": sources}
+    balanced, plain = build.TrainingImages(balanced=True), build.TrainingImages()
+    weights = balanced.weights(arrays)
+    assert plain.weights(arrays) is None
+    for source in ("large", "small"):
+        for label in (0, 1):
+            assert weights[(sources == source) & (y == label)].sum() == pytest.approx(0.25)
+    small = sources == "small"
+
+    def small_accuracy(images):
+        fit = build.fit_authenticity(x, y, x, y, images.weights(arrays))
+        return ((x[small] @ fit.weight + fit.bias >= 0) == y[small]).mean()
+
+    assert small_accuracy(balanced) > small_accuracy(plain) + 0.1
 
 
 def test_leave_one_family_out_never_trains_on_the_family_it_scores(monkeypatch):
