@@ -1,50 +1,12 @@
-"""The functions behind the web page: Grad-CAM, the analysis, batch CSV, error messages."""
+"""The functions behind the web page: the analysis (with its Grad-CAM heatmap), batch CSV, error messages."""
 
 import csv
 
-import numpy as np
 import pytest
-import torch
-from conftest import TINY_BACKBONES, random_image, save_tiny_model, tiny_config
+from conftest import save_tiny_model
 from PIL import Image
 
-from dualsight_hf import DualSightForImageClassification
 from dualsight_hf.demo import BATCH_HEADERS, ModelCache, analyse, analyse_batch, verdict_markdown
-from dualsight_hf.inference.gradcam import grad_cam, overlay
-
-
-@pytest.mark.parametrize("backbone", sorted(TINY_BACKBONES))
-def test_grad_cam_shape_and_range(backbone):
-    torch.manual_seed(0)
-    model = DualSightForImageClassification(tiny_config(backbone)).eval()
-    cam = grad_cam(model, {"pixel_values": torch.randn(1, 3, 32, 32)}, target_class=1)
-    assert cam.ndim == 2 and cam.shape[0] == cam.shape[1] and cam.shape[0] >= 1
-    assert cam.min() >= 0 and cam.max() <= 1 and np.isfinite(cam).all()
-
-
-def test_grad_cam_equals_the_hand_computed_map():
-    """With a linear head on average-pooled features, the gradient of the class logit is w_c / (h * w) for every
-    position of channel c, so Grad-CAM is relu(sum_c w_c A_c), normalised."""
-    torch.manual_seed(0)
-    model = DualSightForImageClassification(tiny_config("resnet")).eval()
-    pixels = torch.randn(1, 3, 64, 64)
-    cam = grad_cam(model, {"pixel_values": pixels}, target_class=1)
-    with torch.no_grad():
-        features = model.dualsight.backbone(pixels).last_hidden_state[0]
-    expected = torch.relu((model.classifier.weight[1].detach()[:, None, None] * features).sum(0))
-    np.testing.assert_allclose(cam, (expected / expected.max()).numpy(), atol=1e-5)
-
-
-def test_grad_cam_works_with_a_frozen_backbone():
-    model = DualSightForImageClassification(tiny_config("resnet", freeze_backbone=True)).eval()
-    cam = grad_cam(model, {"pixel_values": torch.randn(1, 3, 32, 32)}, target_class=0)
-    assert cam.shape[0] >= 1 and np.isfinite(cam).all()
-
-
-def test_overlay_keeps_the_size():
-    image = random_image(50, 30)
-    blended = overlay(image, np.random.default_rng(0).random((4, 4)))
-    assert blended.size == (50, 30) and blended.mode == "RGB"
 
 
 @pytest.fixture(scope="module")
