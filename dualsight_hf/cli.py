@@ -10,6 +10,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from .inference.onnxruntime_backend import BACKENDS, BackendError
 from .inference.provenance import EVIDENCE
 from .inference.quantization import QuantizationError
 from .inference.results import OUTPUT_FORMATS
@@ -63,6 +64,10 @@ def _add_predict(subparsers):
                                                                      "with its own model), merged into --output")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model with weight "
                         "freezing (tens of seconds to start, faster on large inputs)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="the engine: torch (default), or onnxruntime (float32 on the CPU, needs the export "
+                             "extra; the model is exported once into $DUALSIGHT_HOME/onnx): the same "
+                             "preprocessing, decisions and errors")
     parser.add_argument("--uncertain-band", type=float, default=None, help="label results 'uncertain' when the "
                         "calibrated probability is this close to the threshold (default: the model's setting)")
     parser.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pth pickle weights (they can run "
@@ -105,7 +110,7 @@ def _run_predict(args) -> int:
                           top_k=args.top_k, object_threshold=args.object_threshold,
                           allow_pickle=args.allow_pickle, num_workers=args.num_workers, compile=args.compile,
                           uncertain_band=args.uncertain_band, calibration=args.calibration,
-                          calibration_size=args.calibration_size, evidence=args.evidence)
+                          calibration_size=args.calibration_size, evidence=args.evidence, backend=args.backend)
     run = write_predictions(predictor, inputs, output, output_format, args.resume, rank, world_size)
     if rank == 0:
         print(f"{run.scored} scored, {run.failed} failed" + (f", {run.kept} kept from the earlier run"
@@ -618,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet_libraries()
     try:
         return args.func(args)
-    except (ImageLoadError, ModelLoadError, QuantizationError, FileNotFoundError) as error:
+    except (ImageLoadError, ModelLoadError, QuantizationError, BackendError, FileNotFoundError) as error:
         # a bad model path or input the user can fix: one line, no traceback
         print(f"dualsight: error: {error}", file=sys.stderr)
         return 2

@@ -53,6 +53,14 @@ def export_onnx(model, path, image_size: tuple[int, int] = (224, 224), opset: in
     return path
 
 
+def processor_input_size(processor) -> tuple[int, int]:
+    """Height and width of the `pixel_values` an image processor makes (its crop, else its square size); a
+    [`DualSightImageProcessor`] is read through the backbone's processor it wraps."""
+    semantic = getattr(processor, "semantic", processor)
+    crop = getattr(semantic, "crop_size", None) or semantic.size
+    return (crop.height, crop.width) if getattr(crop, "height", None) else (crop.shortest_edge, crop.shortest_edge)
+
+
 def export_model(name_or_path: str, path, opset: int = 17) -> tuple[Path, str]:
     """
     Export a model folder or Hub id (see [`export_onnx`]) at the input size its image processor makes.
@@ -68,10 +76,7 @@ def export_model(name_or_path: str, path, opset: int = 17) -> tuple[Path, str]:
     """
     from ..models.loading import load_image_processor, load_model
 
-    processor = load_image_processor(name_or_path)
-    semantic = getattr(processor, "semantic", processor)  # DualSightImageProcessor wraps the backbone's own
-    crop = getattr(semantic, "crop_size", None) or semantic.size
-    size = (crop.height, crop.width) if getattr(crop, "height", None) else (crop.shortest_edge, crop.shortest_edge)
+    size = processor_input_size(load_image_processor(name_or_path))
     model = load_model(name_or_path)
     written = export_onnx(model, path, size, opset)
     inputs = f"pixel_values: batch x 3 x {size[0]} x {size[1]}"

@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 from ..models.images import ImageLoadError, image_source, iter_image_files, load_image
 from ..models.loading import load_image_processor, load_model
 from ..models.pipeline import authenticity_decision, authenticity_predictions, object_predictions
+from .export import processor_input_size
 from .normalization import PixelNormalization
+from .onnxruntime_backend import BACKENDS, BackendError, OnnxRuntimeModel
 from .provenance import EVIDENCE, Provenance, decide, read_provenance
 from .quantization import Int8Model, QuantizationError
 from .results import PredictionResult
@@ -164,6 +166,9 @@ class Predictor:
         evidence (`str`, *optional*, defaults to `"both"`): `"both"` reads each file's provenance beside the pixels
             (a validly signed C2PA claim of AI generation decides; see `provenance.decide`), `"pixels"` the pixels
             only, `"provenance"` the provenance only (the model does not run).
+        backend (`str`, *optional*, defaults to `"torch"`): the engine that computes the logits: `"torch"`, or
+            `"onnxruntime"` (float32 on the CPU, the model exported once into `$DUALSIGHT_HOME/onnx`; see
+            `onnxruntime_backend.OnnxRuntimeModel`). Preprocessing, decisions and errors are the same with both.
 
     Example:
 
@@ -179,29 +184,40 @@ class Predictor:
     def __init__(self, model: str | None = None, batch_size: int = 16, dtype: str = "auto", device: str | None = None,
                  top_k: int = 3, object_threshold: float = 0.5, allow_pickle: bool = False,
                  num_workers: int | None = None, compile: bool = False, uncertain_band: float | None = None,
-                 calibration: list | None = None, calibration_size: int = 64, evidence: str = "both"):
+                 calibration: list | None = None, calibration_size: int = 64, evidence: str = "both",
+                 backend: str = "torch"):
         from ..models.default_model import resolve_model
 
         model = resolve_model(model)
         if evidence not in EVIDENCE:
             raise ValueError(f"evidence must be one of {', '.join(EVIDENCE)}, not {evidence!r}")
-        self.evidence = evidence
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        self.evidence, self.backend = evidence, backend
         # one GPU per process under accelerate launch / torchrun (LOCAL_RANK), else the first
         self.device = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-                                              if torch.cuda.is_available() else "cpu"))
+                                              if torch.cuda.is_available() and backend == "torch" else "cpu"))
         if dtype == "int8" and self.device.type != "cpu":
             raise QuantizationError(f"--dtype int8 runs on the CPU (oneDNN's x86 int8 kernels), not on {self.device}")
+        if backend == "onnxruntime":
+            refused = ([f"--dtype {dtype}"] if dtype not in ("auto", "float32") else []) + \
+                (["--compile"] if compile else []) + ([f"--device {self.device}"] if self.device.type != "cpu" else [])
+            if refused:
+                raise BackendError(f"--backend onnxruntime runs float32 on the CPU: not with {', '.join(refused)}")
         if dtype == "int8" and not calibration:
             raise QuantizationError("--dtype int8 needs calibration images (--calibration FOLDER): static "
                                     "quantization measures activation ranges on representative inputs")
         self.model = load_model(model, allow_pickle=allow_pickle).to(self.device).eval()
-        self.dtype = resolve_dtype(dtype, self.device, getattr(self.model.config, "inference_dtype", None))
+        self.dtype = torch.float32 if backend == "onnxruntime" else \
+            resolve_dtype(dtype, self.device, getattr(self.model.config, "inference_dtype", None))
         self.model = self.model.to(memory_format=torch.channels_last)
         self.image_processor = load_image_processor(model)
         # rescale and normalise once per batch on the device, not per image in numpy
         self.normalization, self._deferred_steps = PixelNormalization.split(self.image_processor)
         self.batch_size = batch_size
-        if self.dtype == torch.int8:
+        if backend == "onnxruntime":
+            self.compiled = OnnxRuntimeModel.from_model(self.model, processor_input_size(self.image_processor))
+        elif self.dtype == torch.int8:
             self.compiled = Int8Model.calibrate(self.model, self._calibration_batches(calibration, calibration_size))
         else:
             # freezing folds the weights into the compiled graph as constants (BatchNorm into convolutions, weights
