@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Does `--dtype int8` change the mobile model's answers? Measured on ../shared, not assumed.
+"""Does `--dtype int8` change the mobile model's answers, and does `--backend onnxruntime`? Measured on ../shared, not
+assumed.
 
 The mobile model is quantized as `dualsight predict --dtype int8` does it (static int8, depthwise convolutions kept
 in float32), calibrated on 64 images of the training split, then compared with float32 on the validation and test
-splits (`precision.compare_precisions`): the share of decisions that stay the same and the AUROC of both. The int8
+splits (`precision.compare_precisions`): the share of decisions that stay the same and the AUROC of both; then the
+same comparison for ONNX Runtime (float32) against torch. The int8
 kernels differ between CPUs (AVX512-VNNI, AMX, ...), and so do the decisions int8 moves: the result goes to
 `results/int8_agreement-<machine>.json`, one file per machine, and, with `--readme`, into the README's
 `int8-agreement` block.
@@ -48,14 +50,22 @@ def calibration_images(train, count: int = CALIBRATION_IMAGES) -> list:
     return [load_image(image_source(source)) for source in rows["image"]]
 
 
-def measure(splits_to_compare=("validation", "test")) -> dict:
+def measure(splits_to_compare=("validation", "test"), onnxruntime: bool = True) -> dict:
+    """int8 against float32 on each split (`splits`), and with `onnxruntime`, ONNX Runtime against torch
+    (`onnxruntime_splits`)."""
     calibration = calibration_images(default_model_split("train"))
     report = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d"),
               "calibration_images": len(calibration), "splits": {}}
+    if onnxruntime:
+        report["onnxruntime_splits"] = {}
     for name in splits_to_compare:
-        comparison = compare_precisions(MOBILE_MODEL_DIR, default_model_split(name), reduced="int8",
-                                        calibration=calibration)
+        split = default_model_split(name)
+        comparison = compare_precisions(MOBILE_MODEL_DIR, split, reduced="int8", calibration=calibration)
         report["splits"][name] = {**comparison, "unchanged_answers": reduced_precision_is_safe(comparison)}
+        if onnxruntime:
+            comparison = compare_precisions(MOBILE_MODEL_DIR, split, reduced="float32", backend="onnxruntime")
+            report["onnxruntime_splits"][name] = {**comparison,
+                                                  "unchanged_answers": reduced_precision_is_safe(comparison)}
     return report
 
 
@@ -67,14 +77,17 @@ def results_path(machine: dict) -> Path:
 def markdown(report: dict) -> str:
     lines = [f"Measured by `benchmarks/int8_agreement.py` on {machine_line(report['machine'])} ({report['date']}): "
              f"the mobile model in int8 (calibrated on {report['calibration_images']} training images) against "
-             "float32.\n",
-             "| split | images | decisions unchanged | AUROC float32 | AUROC int8 | largest probability change | "
-             f"within {MIN_DECISION_AGREEMENT:.1%} / {MAX_AUROC_DIFFERENCE} |",
-             "|---|---|---|---|---|---|---|"]
-    for name, result in report["splits"].items():
-        lines.append(f"| {name} | {result['count']} | {result['agreement']:.1%} | {result['auroc_float32']:.4f} | "
-                     f"{result['auroc_int8']:.4f} | {result['max_probability_difference']:.3f} | "
-                     f"{'yes' if result['unchanged_answers'] else 'no'} |")
+             "float32" + (", and through ONNX Runtime (`--backend onnxruntime`, float32) against torch"
+                          if "onnxruntime_splits" in report else "") + ".\n",
+             "| mode | split | images | decisions unchanged | AUROC float32 | AUROC of the mode | largest probability "
+             f"change | within {MIN_DECISION_AGREEMENT:.1%} / {MAX_AUROC_DIFFERENCE} |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode, splits in (("int8", report["splits"]), ("onnxruntime", report.get("onnxruntime_splits", {}))):
+        for name, result in splits.items():
+            lines.append(f"| {mode} | {name} | {result['count']} | {result['agreement']:.1%} | "
+                         f"{result['auroc_float32']:.4f} | {result[f'auroc_{mode}']:.4f} | "
+                         f"{result['max_probability_difference']:.3f} | "
+                         f"{'yes' if result['unchanged_answers'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,8 +14,8 @@ of 512x512 JPEGs, interleaved over several rounds:
 6. `dualsight predict --backend onnxruntime` (float32, the export made before timing) and its forward alone;
 7. reading and preprocessing alone (no model), the work that end-to-end adds to the forward pass.
 
-Each mode's decisions are compared with those of `dualsight predict --dtype float32` on the same images (the share
-of images whose label is the same).
+Whether a mode changes the answers is measured on real images, not on these synthetic ones (which every mode labels
+alike): `benchmarks/int8_agreement.py`.
 
 Then peak resident memory of `dualsight predict` (a fresh process each) on N small and N large folders.
 Prints the ratios and writes everything to a JSON file with the machine it ran on.
@@ -93,8 +93,6 @@ def time_stock_pipeline(model_dir: Path, images: Path, batch_size: int) -> float
 #: `--backend onnxruntime`.
 VARIANTS = {"dualsight_predict": {}, "dualsight_predict_compiled": {"compile": True},
             "dualsight_predict_int8": {"dtype": "int8"}, "dualsight_predict_onnxruntime": {"backend": "onnxruntime"}}
-#: what every variant's decisions are compared with
-REFERENCE = {"dtype": "float32"}
 CALIBRATION_IMAGES = 32
 
 
@@ -108,22 +106,22 @@ def make_predictor(model_dir: Path, images: Path, batch_size: int, **variant) ->
     return predictor
 
 
-def time_dualsight_predict(predictor: Predictor, images: Path, scratch: Path) -> tuple[float, list[str]]:
-    """Images per second of a `predict` run over `images` (results written as JSON lines), and its labels."""
+def time_dualsight_predict(predictor: Predictor, images: Path, scratch: Path) -> float:
+    """Images per second of a `predict` run over `images`, results written as JSON lines."""
     start = time.perf_counter()
-    labels = []
     with open(scratch / "out.jsonl", "w") as handle:
         writer = ResultWriter(handle, "jsonl")
+        count = 0
         for result in predictor.stream(lambda: iter_inputs([images]), progress=False):
             writer.write(result)
-            labels.append(result.label)
-    return len(labels) / (time.perf_counter() - start), labels
+            count += 1
+    return count / (time.perf_counter() - start)
 
 
 def time_input_pipeline(predictor: Predictor, images: Path) -> float:
     """Reading and preprocessing alone, in one thread, no model: what the forward pass overlaps with."""
     start = time.perf_counter()
-    count = sum(1 for _ in PreprocessedInputs(lambda: iter_inputs([images]), predictor.preprocess))
+    count = sum(1 for _ in PreprocessedInputs(lambda: iter_inputs([images]), predictor.prepare))
     return count / (time.perf_counter() - start)
 
 
@@ -188,16 +186,11 @@ def measure(args) -> None:
     for name, model_dir in models.items():
         dtype = str(Predictor(str(model_dir), num_workers=0).dtype).removeprefix("torch.")  # what --dtype auto picks
         runs = {"stock_pipeline": [], "input_pipeline_only": []}
-        _, reference = time_dualsight_predict(make_predictor(model_dir, images, args.batch_size, **REFERENCE),
-                                              images, work)
-        agreement = {}
         for round_index in range(args.rounds):
             runs["stock_pipeline"].append(time_stock_pipeline(model_dir, images, args.batch_size))
             for variant, options in VARIANTS.items():
                 predictor = make_predictor(model_dir, images, args.batch_size, **options)
-                speed, labels = time_dualsight_predict(predictor, images, work)
-                runs.setdefault(variant, []).append(speed)
-                agreement[variant] = float(np.mean([a == b for a, b in zip(labels, reference)]))
+                runs.setdefault(variant, []).append(time_dualsight_predict(predictor, images, work))
                 ceiling = variant.replace("dualsight_predict", "forward_only")
                 runs.setdefault(ceiling, []).append(time_forward_only(predictor, args.images))
                 if not options:
@@ -208,7 +201,6 @@ def measure(args) -> None:
         median = {k: statistics.median(v) for k, v in runs.items()}
         report["models"][name] = {
             "images_per_second": median, "all_rounds": runs, "dualsight_dtype": dtype,
-            "decision_agreement_with_float32": agreement,
             **{f"{variant}_speedup_over_stock_pipeline": median[variant] / median["stock_pipeline"]
                for variant in VARIANTS},
             **{f"{variant}_fraction_of_forward_only":
@@ -257,29 +249,26 @@ def markdown_table(report: dict) -> str:
              + (f", code of commit {report['code']} ({report['date']})" if "code" in report else "") + ": "
              f"{settings['images']} JPEGs of 512x512, batch {settings['batch_size']}, median of "
              f"{settings['rounds']} interleaved rounds.\n",
-             "| model | mode | end-to-end | speed-up over the stock pipeline | forward only | share of ceiling | "
-             "decisions as float32 |", "|---|---|---|---|---|---|---|"]
+             "| model | mode | end-to-end | speed-up over the stock pipeline | forward only | share of ceiling |",
+             "|---|---|---|---|---|---|"]
 
     def rate(speed, key):
         return f"{speed[key]:.1f} img/s" if key in speed else "-"
 
     for name, result in report["models"].items():
         speed = result["images_per_second"]
-        agreement = result.get("decision_agreement_with_float32", {})
-        lines.append(f"| {name} | stock pipeline (float32) | {rate(speed, 'stock_pipeline')} | x1.00 | - | - | - |")
+        lines.append(f"| {name} | stock pipeline (float32) | {rate(speed, 'stock_pipeline')} | x1.00 | - | - |")
         for mode, end_to_end, forward, precision in TABLE_ROWS:
             if end_to_end not in speed:
                 continue
             precision = result["dualsight_dtype"] if precision is None else precision
             label = f"{mode} ({precision})" if precision else mode
             share = f"{speed[end_to_end] / speed[forward]:.0%}" if forward in speed else "-"
-            agrees = f"{agreement[end_to_end]:.1%}" if end_to_end in agreement else "-"
             lines.append(f"| {name} | {label} | {rate(speed, end_to_end)} | "
-                         f"x{speed[end_to_end] / speed['stock_pipeline']:.2f} | {rate(speed, forward)} | {share} | "
-                         f"{agrees} |")
+                         f"x{speed[end_to_end] / speed['stock_pipeline']:.2f} | {rate(speed, forward)} | {share} |")
         if "input_pipeline_only" in speed:
             lines.append(f"| {name} | reading + preprocessing alone (1 thread, no model) | "
-                         f"{rate(speed, 'input_pipeline_only')} | - | - | - | - |")
+                         f"{rate(speed, 'input_pipeline_only')} | - | - | - |")
     memory = report["peak_memory_mb"]
     sizes = [key for key in memory if key.isdigit()]
     if "method" not in memory:  # runs before the VmHWM fix read the benchmark process's own peak through the child

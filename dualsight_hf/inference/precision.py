@@ -1,4 +1,5 @@
-"""Does reduced precision change a model's answers? Measure it, and choose the precision `--dtype auto` uses."""
+"""Does reduced precision (or another engine) change a model's answers? Measure it, and choose the precision
+`--dtype auto` uses."""
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -9,21 +10,25 @@ MAX_AUROC_DIFFERENCE = 0.002
 
 
 def compare_precisions(model_dir, examples, reduced: str = "bfloat16", batch_size: int = 32,
-                       calibration: list | None = None) -> dict:
+                       calibration: list | None = None, backend: str = "torch") -> dict:
     """
-    Score `examples` in float32 and in `reduced` precision and compare the authenticity answers.
+    Score `examples` in float32 with torch and in `reduced` precision with `backend`, and compare the authenticity
+    answers.
 
     Args:
         model_dir (`str`): the model folder.
         examples (`datasets.Dataset`): labelled images (`image`, `label`), e.g. a validation split.
-        reduced (`str`, *optional*, defaults to `"bfloat16"`): `"bfloat16"`, `"float16"` or `"int8"`.
+        reduced (`str`, *optional*, defaults to `"bfloat16"`): `"bfloat16"`, `"float16"`, `"int8"`, or
+            `"float32"` with another `backend`.
         batch_size (`int`, *optional*, defaults to 32)
         calibration (`list`, *optional*): for `"int8"`: calibration images or folders (see [`Predictor`]); they
             should not overlap `examples`.
+        backend (`str`, *optional*, defaults to `"torch"`): the engine of the compared side (see [`Predictor`]).
 
     Returns:
-        `dict`: `agreement` (share of equal decisions at the model's threshold), `auroc_float32`,
-        `auroc_<reduced>`, `auroc_difference`, `max_probability_difference`, `count`.
+        `dict`: `agreement` (share of equal decisions at the model's threshold), `auroc_float32`, `auroc_<side>`
+        (`<side>` is `reduced` with torch, else the backend's name), `auroc_difference`,
+        `max_probability_difference`, `count`.
     """
     from ..evaluation.evaluate import collect_logits
     from ..evaluation.metrics import softmax
@@ -31,20 +36,23 @@ def compare_precisions(model_dir, examples, reduced: str = "bfloat16", batch_siz
     from .predictor import Predictor
 
     labels = np.asarray(examples.with_format(None)["label"])
+    side = reduced if backend == "torch" else backend
+    if side == "float32":
+        raise ValueError("compare float32 with a reduced precision or with another backend, not with itself")
     probabilities = {}
-    for dtype in ("float32", reduced):
-        predictor = Predictor(str(model_dir), batch_size=batch_size, dtype=dtype, num_workers=0,
+    for name, dtype, engine in (("float32", "float32", "torch"), (side, reduced, backend)):
+        predictor = Predictor(str(model_dir), batch_size=batch_size, dtype=dtype, num_workers=0, backend=engine,
                               calibration=calibration if dtype == "int8" else None)
-        logits = collect_logits(predictor, examples, description=dtype)
-        probabilities[dtype] = softmax(logits / predictor.model.config.temperature)
+        logits = collect_logits(predictor, examples, description=name)
+        probabilities[name] = softmax(logits / predictor.model.config.temperature)
     config = predictor.model.config
-    full, low = probabilities["float32"][:, 1], probabilities[reduced][:, 1]
-    aurocs = {dtype: float(roc_auc_score(labels, p[:, 1])) for dtype, p in probabilities.items()}
+    full, low = probabilities["float32"][:, 1], probabilities[side][:, 1]
+    aurocs = {name: float(roc_auc_score(labels, p[:, 1])) for name, p in probabilities.items()}
     return {
         "agreement": float((decided_classes(probabilities["float32"], config)
-                            == decided_classes(probabilities[reduced], config)).mean()),
-        **{f"auroc_{dtype}": value for dtype, value in aurocs.items()},
-        "auroc_difference": abs(aurocs["float32"] - aurocs[reduced]),
+                            == decided_classes(probabilities[side], config)).mean()),
+        **{f"auroc_{name}": value for name, value in aurocs.items()},
+        "auroc_difference": abs(aurocs["float32"] - aurocs[side]),
         "max_probability_difference": float(np.abs(full - low).max()),
         "count": int(len(labels)),
     }

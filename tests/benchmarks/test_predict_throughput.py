@@ -14,11 +14,9 @@ def benchmark():
     return load_benchmark("predict_throughput")
 
 
-def report(cpu: str, amx: bool, speeds: dict, code: str | None = "abc1234", agreement: dict | None = None) -> dict:
+def report(cpu: str, amx: bool, speeds: dict, code: str | None = "abc1234") -> dict:
     machine = {"cpu": cpu, "cores": 2, "amx": amx, "avx512_bf16": True, "gpu": None, "torch": "2.13.0+cpu"}
     model = {"images_per_second": speeds, "dualsight_dtype": "bfloat16"}
-    if agreement is not None:
-        model["decision_agreement_with_float32"] = agreement
     result = {"machine": machine, "settings": {"images": 8, "batch_size": 4, "rounds": 1},
               "models": {"resnet50": model}, "peak_memory_mb": {"100": 1000.0, "10000": 1100.0,
                                                                 "ratio_large_to_small": 1.1, "method": "VmHWM"}}
@@ -37,14 +35,12 @@ def test_tables_only_writes_one_table_per_machine_file(benchmark, tmp_path, monk
               "dualsight_predict_compiled": 45.0, "forward_only_compiled": 50.0, "dualsight_predict_int8": 60.0,
               "forward_only_int8": 80.0, "dualsight_predict_onnxruntime": 50.0, "forward_only_onnxruntime": 62.5,
               "input_pipeline_only": 200.0}
-    agreement = {"dualsight_predict": 0.99, "dualsight_predict_compiled": 0.99, "dualsight_predict_int8": 0.9,
-                 "dualsight_predict_onnxruntime": 1.0}
     # a results file from before the int8 mode and the compiled and reading-alone figures existed
     older = {key: speeds[key] for key in ("stock_pipeline", "dualsight_predict", "forward_only",
                                           "dualsight_predict_compiled")}
     results = tmp_path / "results"
     results.mkdir()
-    (results / "predict_throughput-a.json").write_text(json.dumps(report("Chip A", True, speeds, agreement=agreement)))
+    (results / "predict_throughput-a.json").write_text(json.dumps(report("Chip A", True, speeds)))
     before_the_memory_fix = report("Chip B", False, older, code=None)
     del before_the_memory_fix["peak_memory_mb"]["method"]
     (results / "predict_throughput-b.json").write_text(json.dumps(before_the_memory_fix))
@@ -60,13 +56,13 @@ def test_tables_only_writes_one_table_per_machine_file(benchmark, tmp_path, monk
     assert "code of commit abc1234 (2026-12-02)" in block
     tables = block.split("Measured by")[1:]
     rows = [[line.split(" | ")[1:] for line in table.splitlines() if line.startswith("| resnet50")] for table in tables]
-    assert rows[0] == [["stock pipeline (float32)", "10.0 img/s", "x1.00", "-", "-", "- |"],
-                       ["`dualsight predict` (bfloat16)", "30.0 img/s", "x3.00", "40.0 img/s", "75%", "99.0% |"],
-                       ["`--compile` (bfloat16)", "45.0 img/s", "x4.50", "50.0 img/s", "90%", "99.0% |"],
-                       ["`--dtype int8` (opt-in)", "60.0 img/s", "x6.00", "80.0 img/s", "75%", "90.0% |"],
-                       ["`--backend onnxruntime` (float32)", "50.0 img/s", "x5.00", "62.5 img/s", "80%", "100.0% |"],
-                       ["reading + preprocessing alone (1 thread, no model)", "200.0 img/s", "-", "-", "-", "- |"]]
-    assert rows[1][2] == ["`--compile` (bfloat16)", "45.0 img/s", "x4.50", "-", "-", "- |"] and len(rows[1]) == 3
+    assert rows[0] == [["stock pipeline (float32)", "10.0 img/s", "x1.00", "-", "- |"],
+                       ["`dualsight predict` (bfloat16)", "30.0 img/s", "x3.00", "40.0 img/s", "75% |"],
+                       ["`--compile` (bfloat16)", "45.0 img/s", "x4.50", "50.0 img/s", "90% |"],
+                       ["`--dtype int8` (opt-in)", "60.0 img/s", "x6.00", "80.0 img/s", "75% |"],
+                       ["`--backend onnxruntime` (float32)", "50.0 img/s", "x5.00", "62.5 img/s", "80% |"],
+                       ["reading + preprocessing alone (1 thread, no model)", "200.0 img/s", "-", "-", "- |"]]
+    assert rows[1][2] == ["`--compile` (bfloat16)", "45.0 img/s", "x4.50", "-", "- |"] and len(rows[1]) == 3
     assert "1000 MB for 100 images, 1100 MB for 10,000 images (x1.10)" in tables[0]
     assert "not measured correctly in this run" in tables[1] and "1100 MB" not in tables[1]
 
@@ -96,13 +92,12 @@ def test_results_name_the_code_they_measured(benchmark):
 
 
 @pytest.mark.parametrize("variant", ["dualsight_predict", "dualsight_predict_onnxruntime"])
-def test_each_mode_is_timed_end_to_end_and_forward_only_and_gives_its_labels(benchmark, tmp_path, monkeypatch,
-                                                                             variant):
+def test_each_mode_is_timed_end_to_end_forward_only_and_reading_alone(benchmark, tmp_path, monkeypatch, variant):
     pytest.importorskip("onnxruntime", reason="the onnxruntime mode needs the export extra")
     monkeypatch.setenv("DUALSIGHT_HOME", str(tmp_path / "home"))  # where the onnxruntime export goes
     model = save_tiny_model(tmp_path / "model")
     images = benchmark.make_jpegs(tmp_path / "jpegs", 5, size=64)
     predictor = benchmark.make_predictor(model, images, 2, **benchmark.VARIANTS[variant])
-    speed, labels = benchmark.time_dualsight_predict(predictor, images, tmp_path)
-    assert speed > 0 and len(labels) == 5 and set(labels) <= {"real", "ai_generated", "uncertain"}
+    assert benchmark.time_dualsight_predict(predictor, images, tmp_path) > 0
     assert benchmark.time_forward_only(predictor, 4) > 0
+    assert benchmark.time_input_pipeline(predictor, images) > 0

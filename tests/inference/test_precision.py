@@ -103,3 +103,18 @@ def test_the_stored_precision_choice_matches_a_measurement():
     assert stored == recorded["inference_dtype"] == "float32"
     assert not reduced_precision_is_safe(comparison), comparison
     assert comparison["agreement"] == pytest.approx(recorded["agreement"], abs=0.005)
+
+
+def test_another_backend_is_compared_with_torch_float32(tmp_path, labelled, monkeypatch):
+    """`compare_precisions` with `backend="onnxruntime"`: the float32 graph keeps every decision and the AUROC; a
+    float32 torch run compared with itself is refused."""
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs the export extra")
+    monkeypatch.setenv("DUALSIGHT_HOME", str(tmp_path / "home"))
+    model_dir = save_tiny_model(tmp_path / "model")
+    comparison = compare_precisions(model_dir, examples_for(model_dir, labelled), reduced="float32",
+                                    backend="onnxruntime")
+    assert comparison["agreement"] == 1.0 and comparison["count"] == 8
+    assert comparison["auroc_onnxruntime"] == pytest.approx(comparison["auroc_float32"])
+    assert comparison["max_probability_difference"] < 1e-4 and reduced_precision_is_safe(comparison)
+    with pytest.raises(ValueError, match="not with itself"):
+        compare_precisions(model_dir, examples_for(model_dir, labelled), reduced="float32")
