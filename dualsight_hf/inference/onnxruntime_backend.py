@@ -18,6 +18,10 @@ from ..models.modeling import DualSightImageClassifierOutput
 BACKENDS = ("torch", "onnxruntime")
 
 
+#: what a machine without onnxruntime or onnx is told
+MISSING_EXTRA = "--backend onnxruntime needs the export extra: pip install 'dualsight-hf[export]'"
+
+
 class BackendError(RuntimeError):
     """A backend that cannot run here or with these settings (a one-line message for the command line)."""
 
@@ -66,8 +70,7 @@ class OnnxRuntimeModel:
         self.input_names = tuple(item.name for item in session.get_inputs())
 
     @classmethod
-    def from_model(cls, model, image_size: tuple[int, int], cache_dir=None,
-                   threads: int | None = None) -> "OnnxRuntimeModel":
+    def from_model(cls, model, image_size: tuple[int, int], cache_dir=None) -> "OnnxRuntimeModel":
         """
         The session of `model`'s graph at `image_size`, exported into `cache_dir` unless an export of the same
         weights and size is there already.
@@ -77,7 +80,8 @@ class OnnxRuntimeModel:
             image_size (`tuple[int, int]`): height and width of `pixel_values`, as the model's image processor makes
                 them (see [`export.processor_input_size`]).
             cache_dir (`str` or `Path`, *optional*): where exports are kept; default `$DUALSIGHT_HOME/onnx`.
-            threads (`int`, *optional*): intra-op threads; default torch's (`torch.get_num_threads()`).
+
+        The session uses as many intra-op threads as torch (`torch.get_num_threads()`).
 
         Raises:
             [`BackendError`]: onnxruntime or onnx is not installed.
@@ -85,8 +89,7 @@ class OnnxRuntimeModel:
         try:
             import onnxruntime
         except ImportError as error:
-            raise BackendError("--backend onnxruntime needs the export extra: pip install 'dualsight-hf[export]'") \
-                from error
+            raise BackendError(MISSING_EXTRA) from error
         from ..models.default_model import dualsight_home
         from .export import export_onnx
 
@@ -97,11 +100,10 @@ class OnnxRuntimeModel:
             try:
                 export_onnx(model, partial, image_size)
             except ImportError as error:
-                raise BackendError("--backend onnxruntime needs the export extra: pip install "
-                                   "'dualsight-hf[export]'") from error
+                raise BackendError(MISSING_EXTRA) from error
             partial.replace(path)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only: the graph optimiser's notes are not the user's concern
         return cls(onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
 
